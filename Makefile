@@ -1,0 +1,48 @@
+# The two set-up commands of the README: `make book` and `make test`. Each creates .venv itself.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# EXECUTE=off renders the committed (nbval-validated) notebook outputs instead of re-executing them.
+EXECUTE ?= cache
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: book test lab lint check-site browser-deps lock clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test]'
+	touch $(INSTALLED)
+
+book: $(INSTALLED)
+	$(BIN)/python -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = '$(EXECUTE)'; yaml.safe_dump(c, open('_build_config.yml', 'w'), allow_unicode=True)"
+	$(BIN)/jupyter-book build . --config _build_config.yml -W -n --keep-going
+	@rm -f _build_config.yml
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+test: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/pytest --ignore=tests/browser tests
+	$(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=900 --sanitize-with tests/nbval_sanitize.cfg notebooks
+
+lab: $(INSTALLED)
+	$(BIN)/jupyter lab notebooks
+
+# The browser check of the built site (after `make book`): headless Chromium from Debian's packages.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "chromium could not be installed: the browser check will skip"
+
+check-site: $(INSTALLED) browser-deps
+	$(BIN)/pytest tests/browser
+
+# Regenerate the verified constraints file from the current .venv (torch is pinned in the install step).
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -viE '^(torch|triton|nvidia-)' > constraints.txt
+
+clean:
+	rm -rf _build _web_assets
