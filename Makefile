@@ -6,7 +6,6 @@ INSTALLED := $(VENV)/.installed
 # EXECUTE=off renders the committed (nbval-validated) notebook outputs instead of re-executing them.
 EXECUTE ?= cache
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: book test lab lint check-site browser-deps lock clean
 
@@ -32,9 +31,9 @@ lab: $(INSTALLED)
 
 # The browser check of the built site (after `make book`): headless Chromium from Debian's packages.
 browser-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	@{ command -v chromium && command -v chromedriver && fc-list | grep -q "Noto Sans CJK"; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; } || \
 	  echo "chromium could not be installed: the browser check will skip"
 
 check-site: $(INSTALLED) browser-deps

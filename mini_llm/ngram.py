@@ -76,8 +76,9 @@ class NGramLanguageModel:
         self._check_fitted()
         mapped = self._map_unknown(text)
         n = self.order
-        return np.array([math.log(p) if (p := self._prob(min(t, n - 1) + 1, mapped[max(0, t - n + 1) : t], mapped[t])) > 0
-                         else -math.inf for t in range(len(mapped))])
+        probs = [self._prob(min(t, n - 1) + 1, mapped[max(0, t - n + 1) : t], mapped[t]) for t in range(len(mapped))]
+        with np.errstate(divide="ignore"):
+            return np.log(np.array(probs, dtype=np.float64))
 
     def perplexity(self, text: str) -> float:
         """exp of the mean negative log-probability per character (inf if a character has probability 0)."""

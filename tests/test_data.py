@@ -4,8 +4,7 @@ import importlib.resources
 
 import pytest
 
-from mini_llm.data import load_people_daily, load_published_model_sizes, load_reviews
-from mini_llm.data import corpora
+from mini_llm.data import corpora, load_people_daily, load_published_model_sizes, load_reviews
 
 
 def test_people_daily_text_matches_the_raw_file():
@@ -49,7 +48,7 @@ def test_reviews_are_deduplicated_disjoint_and_fixed():
     for part in parts:
         assert len(part.texts) == len(part.labels) == len(part)
         assert set(part.labels) == {0, 1}
-        assert all(text in (pos if label == 1 else neg) for text, label in zip(part.texts, part.labels))
+        assert all(text in (pos if label == 1 else neg) for text, label in zip(part.texts, part.labels, strict=True))
     total = sum(map(len, parts))
     assert len(splits.train) == int(0.8 * total) and len(splits.validation) == int(0.1 * total)
     corpora.load_reviews.cache_clear()

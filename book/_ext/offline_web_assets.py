@@ -64,7 +64,8 @@ def fetch_assets(site_root: Path) -> None:
         _copy(mathjax / "es5", staging / VENDOR / "mathjax", (".js", ".woff", ".json"))
         mermaid = _npm_pack(MERMAID_PACKAGE, Path(tmp) / "mermaid") / "dist"
         shutil.copy2(mermaid / "mermaid.esm.min.mjs", _mkdir(staging / VENDOR / "mermaid") / "mermaid.esm.min.mjs")
-        _copy(mermaid / "chunks" / "mermaid.esm.min", staging / VENDOR / "mermaid" / "chunks" / "mermaid.esm.min", (".mjs",))
+        chunks = Path("chunks") / "mermaid.esm.min"
+        _copy(mermaid / chunks, staging / VENDOR / "mermaid" / chunks, (".mjs",))
     site_root.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(site_root, ignore_errors=True)
     staging.rename(site_root)
@@ -82,7 +83,8 @@ def use_offline_assets(app: Sphinx, config: Config) -> None:
         try:
             fetch_assets(site_root)
         except (RuntimeError, OSError, subprocess.SubprocessError, tarfile.TarError) as error:
-            logger.info(f"[offline_web_assets] cannot fetch MathJax/Mermaid ({error}); pages will load them from the CDN")
+            logger.info(f"[offline_web_assets] cannot fetch MathJax/Mermaid ({error}); "
+                        "pages will load them from the CDN")
             return
     config.html_extra_path = [*config.html_extra_path, str(site_root)]
     # Both settings are resolved relative to _static/; the browser normalises the "../".
