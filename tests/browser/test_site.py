@@ -108,22 +108,14 @@ def screenshot(browser: webdriver.Chrome, name: str) -> None:
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
-def test_intro_page(browser, site_url):
-    text = open_page(browser, f"{site_url}/book/intro.html")
-    assert_chinese_text(text, "前言")
+@pytest.mark.parametrize("page, heading", [("book/intro", "前言"), ("book/ch01_background", "背景介绍")])
+def test_chapter_page(browser, site_url, page, heading):
+    text = open_page(browser, f"{site_url}/{page}.html")
+    assert_chinese_text(text, heading)
     assert_math_rendered(browser)
     assert_mermaid_rendered(browser)
     assert_no_cdn(browser)
-    screenshot(browser, "intro")
-
-
-def test_chapter_1_page(browser, site_url):
-    text = open_page(browser, f"{site_url}/book/ch01_background.html")
-    assert_chinese_text(text, "背景介绍")
-    assert_math_rendered(browser)
-    assert_mermaid_rendered(browser)
-    assert_no_cdn(browser)
-    screenshot(browser, "ch01_background")
+    screenshot(browser, page.split("/")[-1])
 
 
 def test_chapter_1_notebook_page(browser, site_url):
