@@ -1,0 +1,302 @@
+"""A small trainer: warm-up + cosine learning rate, gradient clipping, evaluation, resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mini_llm.train.batches import BatchFn
+from mini_llm.train.checkpoint import check_model_state, check_optimizer_state, read_checkpoint, save_checkpoint
+from mini_llm.train.clipping import clip_grad_norm
+from mini_llm.train.optim import SGD, Adam
+from mini_llm.train.schedule import WarmupCosineSchedule
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Everything that decides a training run."""
+
+    max_steps: int = 1000  # optimisation steps in total
+    batch_size: int = 32  # examples (sequences) per step
+    lr: float = 3e-4  # peak learning rate, reached at the end of warm-up
+    warmup_steps: int = 100  # steps of linear warm-up from lr / warmup_steps to lr
+    min_lr: float = 3e-5  # floor of the cosine decay
+    decay_steps: int | None = None  # step at which the cosine reaches min_lr; None = max_steps
+    optimizer: str = "adamw"  # "adamw" (decoupled weight decay), "adam" (L2 weight decay) or "sgd" (momentum)
+    betas: tuple[float, float] = (0.9, 0.95)  # Adam's (β1, β2)
+    eps: float = 1e-8  # Adam's ε
+    momentum: float = 0.9  # SGD's μ
+    weight_decay: float = 0.1  # λ, applied to matrices (ndim >= 2) only, never to biases or norm gains
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping (the norm is still logged)
+    eval_interval: int = 100  # evaluate every this many steps and at max_steps (if an eval source is given); 0 = never
+    eval_batches: int = 20  # batches per evaluation (always the same batches: their generator is reseeded)
+    seed: int = 0  # seeds the training batches (seed), evaluation (seed + 1) and the model's dropout (seed + 2)
+    checkpoint_path: str | None = None  # file to save checkpoints to during train(); None = do not save
+    checkpoint_interval: int = 0  # save every this many steps and at the end of train(); 0 = only at the end
+    progress: bool = True  # show a tqdm progress bar; False for notebooks whose outputs must be reproducible
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "eval_batches"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if self.decay_steps is not None:
+            _check_int("decay_steps", self.decay_steps, 1)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (isinstance(self.grad_clip, int | float) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be a number >= 0 (0 = no clipping), got {self.grad_clip!r}")
+        if self.warmup_steps > self.resolved_decay_steps:
+            end = "decay_steps" if self.decay_steps is not None else "max_steps"
+            raise ValueError(
+                f"warmup_steps must be <= {end} = {self.resolved_decay_steps} (the warm-up must end before the decay), "
+                f"got {self.warmup_steps}"
+            )
+        # lr and min_lr: checked by the schedule
+        WarmupCosineSchedule(self.lr, self.warmup_steps, self.resolved_decay_steps, self.min_lr)
+
+    @property
+    def resolved_decay_steps(self) -> int:
+        """The step at which the cosine decay ends."""
+        return self.max_steps if self.decay_steps is None else self.decay_steps
+
+    def trajectory(self) -> dict[str, Any]:
+        """The fields that decide the parameters' trajectory (a resumed run must agree on them), JSON-normalised."""
+        skip = {"max_steps", "decay_steps", "eval_interval", "eval_batches", "checkpoint_path", "checkpoint_interval"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip | {"progress"}}
+        values["decay_steps"] = self.resolved_decay_steps
+        return json.loads(json.dumps(values))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
+        """Rebuild a config from ``asdict(config)`` after a JSON round trip."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainerConfig fields {unknown}; allowed: {sorted(names)}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    """Raise ValueError unless value is an integer >= low."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of model(x) -> logits (B, T, V) against the next tokens y (B, T)."""
+    logits = model(x)  # (B, T, V)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or logits.shape[:2] != y.shape:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(
+            f"model(x) must return logits of shape (B, T, V) = {(*y.shape, 'V')}, got {got}; "
+            "pass loss_fn=... to the Trainer for other models"
+        )
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten())  # mean over B*T tokens
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainerConfig) -> torch.optim.Optimizer:
+    """The config's optimizer over the model's trainable parameters, weight decay on matrices only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return SGD(groups, lr=config.lr, momentum=config.momentum)
+    decoupled = config.optimizer == "adamw"
+    return Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps, decoupled_weight_decay=decoupled)
+
+
+class Trainer:
+    """Train ``model`` on batches from ``train_batch(batch_size, generator) -> (x, y)``; see ``TrainerConfig``.
+
+    ``history`` has one dict per step: step (updates done), lr, train_loss, grad_norm (before clipping), and
+    eval_loss / eval_perplexity (None except at evaluation steps). ``save_checkpoint`` / ``resume`` continue a run
+    exactly: the same parameters and losses as if it had never stopped.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainerConfig,
+        train_batch: BatchFn,
+        eval_batch: BatchFn | None = None,
+        loss_fn: LossFn = next_token_loss,
+    ) -> None:
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        self.model = model
+        self.config = config
+        self.train_batch = train_batch
+        self.eval_batch = eval_batch
+        self.loss_fn = loss_fn
+        self.optimizer = build_optimizer(model, config)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.device = self.params[0].device
+        self.schedule = WarmupCosineSchedule(config.lr, config.warmup_steps, config.resolved_decay_steps, config.min_lr)
+        self.generator = torch.Generator().manual_seed(config.seed)  # samples the training batches
+        # The model's own randomness (dropout) draws from torch's global generators; the trainer keeps their state
+        # and swaps it in for each step, so a run depends on nothing outside it and resumes exactly.
+        self.model_rng = {"cpu": torch.Generator().manual_seed(config.seed + 2).get_state()}
+        if self.device.type == "cuda":
+            self.model_rng["cuda"] = torch.Generator(self.device).manual_seed(config.seed + 2).get_state()
+        self.step = 0  # optimisation steps done
+        self.history: list[dict[str, Any]] = []
+
+    def _batch(self, source: BatchFn, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One (x, y) batch from source, on the model's device."""
+        x, y = source(self.config.batch_size, generator)  # (B, T), (B, T)
+        return x.to(self.device), y.to(self.device)
+
+    @contextmanager
+    def _global_rng(self, states: dict[str, torch.Tensor], keep: bool) -> Iterator[None]:
+        """Run the block with torch's global generators set to ``states`` (kept if ``keep``), then restore them."""
+        cuda = self.device.type == "cuda"
+        devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if cuda else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            torch.set_rng_state(states["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(states["cuda"], self.device)
+            yield
+            if keep:
+                states["cpu"] = torch.get_rng_state()
+                if cuda:
+                    states["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step: learning rate, batch, loss, backward, clipping, update; return its record."""
+        self.model.train()
+        lr = self.schedule.apply(self.optimizer, self.step)
+        x, y = self._batch(self.train_batch, self.generator)  # (B, T), (B, T)
+        with self._global_rng(self.model_rng, keep=True):
+            loss = self.loss_fn(self.model, x, y)  # scalar
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = clip_grad_norm(self.params, max_norm)
+        self.optimizer.step()
+        self.step += 1
+        record = {"step": self.step, "lr": lr, "train_loss": loss.item(), "grad_norm": grad_norm}
+        record |= {"eval_loss": None, "eval_perplexity": None}
+        self.history.append(record)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over ``eval_batches`` evaluation batches (the same ones every time) and perplexity = exp(loss)."""
+        if self.eval_batch is None:
+            raise ValueError("evaluate() needs an eval_batch source; pass eval_batch=... to the Trainer")
+        was_training = self.model.training
+        self.model.eval()
+        generator = torch.Generator().manual_seed(self.config.seed + 1)
+        fixed = {
+            name: torch.Generator(self.device if name == "cuda" else "cpu")
+            .manual_seed(self.config.seed + 1)
+            .get_state()
+            for name in self.model_rng
+        }  # in case the model draws random numbers in eval mode
+        with self._global_rng(fixed, keep=False):
+            losses = [
+                self.loss_fn(self.model, *self._batch(self.eval_batch, generator)).item()
+                for _ in range(self.config.eval_batches)
+            ]
+        self.model.train(was_training)
+        loss = math.fsum(losses) / len(losses)
+        return {"loss": loss, "perplexity": math.exp(loss)}
+
+    def train(self, until: int | None = None) -> list[dict[str, Any]]:
+        """Train from the current step up to step ``until`` (default ``max_steps``); return the history."""
+        cfg = self.config
+        until = cfg.max_steps if until is None else until
+        if not isinstance(until, int) or until < self.step:
+            raise ValueError(f"until must be an integer >= the current step {self.step}, got {until!r}")
+        postfix: dict[str, str] = {}
+        with tqdm(total=until, initial=self.step, desc="train", disable=not cfg.progress) as bar:
+            while self.step < until:
+                record = self.train_step()
+                evaluate = cfg.eval_interval and (self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps)
+                if evaluate and self.eval_batch is not None:
+                    result = self.evaluate()
+                    record |= {"eval_loss": result["loss"], "eval_perplexity": result["perplexity"]}
+                    postfix["eval_loss"] = f"{result['loss']:.4f}"
+                if cfg.checkpoint_path and cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0:
+                    self.save_checkpoint(cfg.checkpoint_path)
+                postfix |= {"loss": f"{record['train_loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+        if cfg.checkpoint_path:
+            self.save_checkpoint(cfg.checkpoint_path)
+        return self.history
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """Every random-generator state that the next steps read (uint8 tensors)."""
+        return {"batch": self.generator.get_state()} | {f"model_{k}": v for k, v in self.model_rng.items()}
+
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Save model, optimizer, RNG states, step, config and history to one safetensors file."""
+        extra = {"trainer": {"step": self.step, "config": asdict(self.config), "history": self.history}}
+        return save_checkpoint(path, self.model, self.optimizer, self._rng_states(), extra)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> Trainer:
+        """Restore a checkpoint of a run with the same model and trajectory settings into this trainer."""
+        source = repr(str(path))
+        checkpoint = read_checkpoint(path)
+        saved = checkpoint.extra.get("trainer")
+        if not isinstance(saved, dict) or not {"step", "config", "history"} <= set(saved):
+            raise ValueError(f"{source} is a checkpoint but was not written by Trainer.save_checkpoint")
+        wanted = {"batch"} | {f"model_{k}" for k in self.model_rng}
+        missing_rng = sorted(wanted - set(checkpoint.rng_states))
+        if missing_rng:
+            raise ValueError(f"{source}: missing random-generator states {missing_rng}")
+        saved_config = TrainerConfig.from_dict(saved["config"])
+        ours, theirs = self.config.trajectory(), saved_config.trajectory()
+        differ = [f"{k}: {theirs[k]!r} in the checkpoint, {ours[k]!r} here" for k in ours if ours[k] != theirs[k]]
+        if differ:
+            raise ValueError(
+                f"{source} was trained with other settings, so it cannot resume exactly: {'; '.join(differ)}"
+            )
+        check_model_state(self.model, checkpoint.model_state, source)
+        check_optimizer_state(self.optimizer, checkpoint.optimizer_state, source)
+        self.model.load_state_dict(checkpoint.model_state)
+        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        self.generator.set_state(checkpoint.rng_states["batch"])
+        self.model_rng = {k: checkpoint.rng_states[f"model_{k}"].clone() for k in self.model_rng}
+        self.step = int(saved["step"])
+        self.history = list(saved["history"])
+        return self
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | os.PathLike,
+        model: torch.nn.Module,
+        train_batch: BatchFn,
+        eval_batch: BatchFn | None = None,
+        loss_fn: LossFn = next_token_loss,
+        **config_changes: Any,
+    ) -> Trainer:
+        """A trainer with the checkpoint's config (plus ``config_changes``, e.g. max_steps) continuing from it."""
+        saved = read_checkpoint(path).extra.get("trainer")
+        if not isinstance(saved, dict) or "config" not in saved:
+            raise ValueError(f"{str(path)!r} is a checkpoint but was not written by Trainer.save_checkpoint")
+        config = replace(TrainerConfig.from_dict(saved["config"]), **config_changes)
+        return cls(model, config, train_batch, eval_batch, loss_fn).load_checkpoint(path)
