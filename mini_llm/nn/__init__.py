@@ -1,0 +1,38 @@
+"""Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function."""
+
+from mini_llm.nn.attention import ATTN_IMPLS, MultiHeadAttention, attention, causal_mask, padding_mask
+from mini_llm.nn.bert import (
+    BertConfig,
+    BertEncoder,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertHeadOutput,
+    BertOutput,
+)
+from mini_llm.nn.gpt import GPT, GPTConfig, GPTOutput
+from mini_llm.nn.layers import MLP, EncoderLayer, sinusoidal_positions
+from mini_llm.nn.seq2seq import EncoderOutput, Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
+
+__all__ = [
+    "ATTN_IMPLS",
+    "GPT",
+    "MLP",
+    "BertConfig",
+    "BertEncoder",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
+    "BertHeadOutput",
+    "BertOutput",
+    "EncoderLayer",
+    "EncoderOutput",
+    "GPTConfig",
+    "GPTOutput",
+    "MultiHeadAttention",
+    "Seq2SeqConfig",
+    "Seq2SeqOutput",
+    "Seq2SeqTransformer",
+    "attention",
+    "causal_mask",
+    "padding_mask",
+    "sinusoidal_positions",
+]

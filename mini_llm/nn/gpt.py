@@ -1,0 +1,197 @@
+"""GPT: a decoder-only Transformer with the GPT-2 architecture (Radford et al., 2019), in the style of nanoGPT.
+
+token + learned position embeddings -> n_layer pre-LN blocks (x + attn(ln_1(x)), x + mlp(ln_2(x))) -> ln_f -> lm_head.
+
+Parameter names follow GPT-2 so that weights convert by name: transformer.wte, transformer.wpe,
+transformer.h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}, transformer.ln_f, lm_head.
+Hugging Face's GPT-2 stores these Linear weights as Conv1D with shape (in, out): transpose them when converting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mini_llm.nn.attention import KVCache, attention, check_attn_impl, merge_heads, split_heads
+from mini_llm.nn.layers import MLP, check_activation, init_weights
+
+
+@dataclass
+class GPTConfig:
+    """Hyper-parameters of a GPT-2 style decoder; the defaults are GPT-2 small (124M parameters)."""
+
+    vocab_size: int = 50257  # number of token ids
+    block_size: int = 1024  # longest sequence: the size of the learned position table (GPT-2's n_positions)
+    n_layer: int = 12  # number of transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # model width C; each head has C / n_head dimensions
+    n_inner: int | None = None  # hidden width of the MLP; None means 4 * n_embd
+    activation: str = "gelu_new"  # MLP non-linearity: "gelu_new" (tanh approximation, GPT-2), "gelu" or "relu"
+    dropout: float = 0.0  # dropout on the embeddings, the attention weights and each residual branch
+    bias: bool = True  # biases in the Linear layers and LayerNorms (GPT-2 has them)
+    layer_norm_epsilon: float = 1e-5  # ε added to the variance in every LayerNorm
+    tie_weights: bool = True  # the LM head shares its weight with the token embedding wte (as in GPT-2)
+    attn_impl: str = "sdpa"  # "sdpa" (torch's fused kernel) or "math" (the explicit formula)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd must be divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
+        if self.n_inner is not None and self.n_inner < 1:
+            raise ValueError(f"n_inner must be None or >= 1, got {self.n_inner}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_activation(self.activation)
+        check_attn_impl(self.attn_impl)
+
+
+@dataclass
+class GPTOutput:
+    """What GPT.forward returns."""
+
+    logits: torch.Tensor  # (B, T, vocab_size)
+    loss: torch.Tensor | None = None  # mean cross-entropy over targets != -100, when targets are given
+    past_key_values: KVCache | None = None  # keys and values of every position so far, when use_cache=True
+    attentions: list[torch.Tensor] | None = None  # per layer (B, H, T, S), when return_attention=True
+
+
+class CausalSelfAttention(nn.Module):
+    """Masked multi-head self-attention with a fused query/key/value projection c_attn."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.attn_impl = config.attn_impl
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # W^Q, W^K, W^V stacked
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # output projection W^O
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        use_cache: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+        """x (B, T, C) -> (output (B, T, C), new (k, v) cache or None, weights (B, H, T, S) or None)."""
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        q = split_heads(q, self.n_head)  # (B, H, T, D)
+        k = split_heads(k, self.n_head)  # (B, H, T, D)
+        v = split_heads(v, self.n_head)  # (B, H, T, D)
+        if past_kv is not None:
+            k = torch.cat([past_kv[0], k], dim=2)  # (B, H, S, D), S = S_past + T
+            v = torch.cat([past_kv[1], v], dim=2)  # (B, H, S, D)
+        present = (k, v) if use_cache else None
+        dropout_p = self.dropout if self.training else 0.0
+        y, weights = attention(
+            q, k, v, is_causal=True, dropout_p=dropout_p, impl=self.attn_impl, need_weights=need_weights
+        )  # (B, H, T, D), (B, H, T, S) or None
+        y = self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
+        return y, present, weights
+
+
+class Block(nn.Module):
+    """One pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        n_inner = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.mlp = MLP(config.n_embd, n_inner, config.activation, config.bias, config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        use_cache: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+        """x (B, T, C) -> (x (B, T, C), new (k, v) cache or None, weights (B, H, T, S) or None)."""
+        a, present, weights = self.attn(self.ln_1(x), past_kv, use_cache, need_weights)  # (B, T, C)
+        x = x + a  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x, present, weights
+
+
+class GPT(nn.Module):
+    """A GPT-2 language model: idx (B, T) -> next-token logits (B, T, vocab_size)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by 1/√(2 n_layer)
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Number of parameters; non_embedding=True leaves out the position table (wte counts as the LM head)."""
+        n = sum(p.numel() for p in self.parameters())  # shared tensors are counted once
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        return_attention: bool = False,
+    ) -> GPTOutput:
+        """Logits for every position of idx (B, T); targets (B, T) are the next tokens (-100 = ignore).
+
+        With ``past_key_values`` (from an earlier call with ``use_cache=True``) idx holds only the new tokens;
+        their positions continue after the cached ones. ``return_attention=True`` computes every layer with the
+        explicit formula and returns its weights.
+        """
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
+        if past_key_values is not None and len(past_key_values) != self.config.n_layer:
+            raise ValueError(
+                f"past_key_values must hold one (k, v) per layer ({self.config.n_layer}), got {len(past_key_values)}"
+            )
+        B, T = idx.shape
+        past_len = past_key_values[0][0].size(2) if past_key_values is not None else 0
+        if past_len + T > self.config.block_size:
+            raise ValueError(
+                f"sequence length {past_len + T} (cached {past_len} + new {T}) exceeds block_size "
+                f"{self.config.block_size}"
+            )
+        pos = torch.arange(past_len, past_len + T, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        presents: KVCache | None = [] if use_cache else None
+        attentions: list[torch.Tensor] | None = [] if return_attention else None
+        for i, block in enumerate(self.transformer.h):
+            past_kv = past_key_values[i] if past_key_values is not None else None
+            x, present, weights = block(x, past_kv, use_cache, return_attention)  # (B, T, C)
+            if presents is not None:
+                presents.append(present)
+            if attentions is not None:
+                attentions.append(weights)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-100)  # scalar
+        return GPTOutput(logits=logits, loss=loss, past_key_values=presents, attentions=attentions)
