@@ -425,3 +425,13 @@ def test_a_run_depends_on_nothing_outside_it():
     assert torch.equal(torch.get_rng_state(), outside)
     assert all(torch.equal(a, b) for a, b in zip(alone.model.parameters(), first.model.parameters(), strict=True))
     assert first.history == alone.history
+
+
+def test_next_token_loss_accepts_mini_llm_gpt_outputs():
+    from mini_llm.nn import GPT, GPTConfig
+    from mini_llm.train.trainer import next_token_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    assert torch.allclose(next_token_loss(model, x, y), model(x, targets=y).loss)

@@ -100,8 +100,9 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 
 def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of model(x) -> logits (B, T, V) against the next tokens y (B, T)."""
+    """Mean cross-entropy of model(x) -> logits (B, T, V) (or an output with .logits) against the next tokens y."""
     logits = model(x)  # (B, T, V)
+    logits = getattr(logits, "logits", logits)  # mini_llm.nn models return an output object
     if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or logits.shape[:2] != y.shape:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise TypeError(
