@@ -1,0 +1,340 @@
+"""The `mini-llm` command: train writes a usable run directory, generate reproduces, user errors are one line."""
+
+import contextlib
+import io
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mini_llm import charlm
+from mini_llm.charlm import (
+    CharGPTPreset,
+    get_preset,
+    load_char_gpt,
+    prepare_data,
+    read_history,
+    read_run_config,
+    train_char_gpt,
+)
+from mini_llm.cli import main
+from mini_llm.data import load_people_daily
+from mini_llm.train import Trainer, TrainerConfig
+
+RUN_FILES = ("checkpoint.safetensors", "tokenizer.json", "config.json", "history.csv")
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) with its stdout and stderr captured (usable in module-scoped fixtures, unlike capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and then a busy machine does not slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny preset trained for 20 steps through the command line; (directory, what it printed)."""
+    out = tmp_path_factory.mktemp("tiny")
+    argv = ["train", "--preset", "tiny", "--out", str(out), "--max-steps", "20", "--no-progress"]
+    code, stdout, stderr = run_main(argv)
+    assert code == 0, stderr
+    return out, stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train
+
+
+def test_train_writes_the_run_directory(run_dir):
+    out, stdout = run_dir
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["preset"] == "tiny"
+    assert {k: config["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size")} == dict(
+        n_layer=2, n_head=4, n_embd=64, block_size=64
+    )
+    training = config["training"]
+    assert training["steps"] == 20
+    for split in ("train", "val"):
+        assert math.isfinite(training[f"{split}_loss"])
+        assert training[f"{split}_perplexity"] == pytest.approx(math.exp(training[f"{split}_loss"]))
+    assert f"{training['val_loss']:.4f}" in stdout and "perplexity" in stdout and str(out) in stdout
+
+
+def test_history_has_one_row_per_step_and_the_loss_falls(run_dir):
+    out, _ = run_dir
+    history = read_history(out / "history.csv")
+    assert [row["step"] for row in history] == list(range(1, 21))
+    assert set(history[0]) == {"step", "lr", "train_loss", "grad_norm", "eval_loss", "eval_perplexity"}
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.5  # 20 steps from ln(4620) = 8.44 nats
+    assert history[-1]["eval_loss"] is not None  # evaluated at the last step
+    # config.json's final validation loss is measured on the same fixed batches as the last evaluation
+    assert read_run_config(out)["training"]["val_loss"] == pytest.approx(history[-1]["eval_loss"], rel=1e-6)
+
+
+def test_max_steps_scales_the_warmup():
+    config = get_preset("tiny").trainer_config(max_steps=20)
+    assert (config.max_steps, config.warmup_steps, config.resolved_decay_steps) == (20, 2, 20)
+    assert get_preset("tiny").trainer_config() == get_preset("tiny").trainer
+
+
+def test_prepare_data_splits_paragraphs_as_the_chapter_1_notebook():
+    paragraphs = load_people_daily(form="text")
+    split = int(0.9 * len(paragraphs))
+    train_text, val_text = "\n".join(paragraphs[:split]), "\n".join(paragraphs[split:])
+    data = prepare_data()
+    assert (len(data.train), len(data.val)) == (len(train_text), len(val_text))
+    assert data.tokenizer.decode(data.train[:200].tolist()) == train_text[:200]
+    assert data.train.dtype == torch.long
+
+
+def test_train_refuses_to_overwrite_a_run(run_dir):
+    out, _ = run_dir
+    before = (out / "checkpoint.safetensors").stat().st_mtime_ns
+    code, _, stderr = run_main(["train", "--preset", "tiny", "--out", str(out), "--max-steps", "20", "--no-progress"])
+    assert code == 2
+    assert "--resume" in stderr and "--overwrite" in stderr
+    assert (out / "checkpoint.safetensors").stat().st_mtime_ns == before
+
+
+MICRO = CharGPTPreset(
+    description="for tests",
+    n_layer=1,
+    n_head=2,
+    n_embd=16,
+    block_size=16,
+    trainer=TrainerConfig(
+        max_steps=12, batch_size=4, lr=3e-3, warmup_steps=2, eval_interval=4, eval_batches=2, checkpoint_interval=4
+    ),
+)
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(charlm.PRESETS, "micro", MICRO)
+    _, _, reference = train_char_gpt("micro", tmp_path / "whole", progress=False)
+
+    original_step = Trainer.train_step
+
+    def interrupt_at_step_6(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    argv = ["train", "--preset", "micro", "--out", str(tmp_path / "parts"), "--no-progress"]
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_6)
+    assert main(argv) == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    assert main(argv + ["--resume"]) == 0  # continues from the checkpoint of step 4
+
+    resumed = read_history(tmp_path / "parts" / "history.csv")
+    assert [row["train_loss"] for row in resumed] == pytest.approx([row["train_loss"] for row in reference], abs=0)
+    assert read_run_config(tmp_path / "parts")["training"]["val_loss"] == pytest.approx(
+        read_run_config(tmp_path / "whole")["training"]["val_loss"], abs=0
+    )
+
+
+def test_resume_with_more_steps_trains_on_at_the_final_learning_rate(tmp_path, monkeypatch):
+    monkeypatch.setitem(charlm.PRESETS, "micro", MICRO)
+    _, _, first = train_char_gpt("micro", tmp_path, max_steps=8, progress=False)
+    _, _, longer = train_char_gpt("micro", tmp_path, max_steps=11, progress=False, resume=True)
+    assert longer[:8] == first
+    assert [row["lr"] for row in longer[8:]] == [MICRO.trainer.min_lr] * 3
+    assert [row["step"] for row in read_history(tmp_path / "history.csv")] == list(range(1, 12))
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "checkpoint.safetensors" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate
+
+
+def generate(capsys, run: Path, *flags: str) -> str:
+    """The text that `mini-llm generate` prints for the run directory."""
+    assert main(["generate", "--checkpoint", str(run), *flags]) == 0
+    return capsys.readouterr().out.rstrip("\n")
+
+
+def test_generate_continues_the_prompt_and_the_seed_reproduces_it(run_dir, capsys):
+    out, _ = run_dir
+    flags = ("--prompt", "中国", "--max-new-tokens", "10")
+    first = generate(capsys, out, *flags, "--seed", "0")
+    assert first.startswith("中国") and len(first) > len("中国")
+    assert generate(capsys, out, *flags, "--seed", "0") == first
+    assert generate(capsys, out, *flags, "--seed", "1") != first  # the seed is used
+
+
+def test_greedy_decoding_is_the_same_with_and_without_the_kv_cache(run_dir, capsys):
+    out, _ = run_dir
+    flags = ("--prompt", "人民日报", "--max-new-tokens", "64", "--greedy")  # 68 > block_size 64: the window slides
+    cached = generate(capsys, out, *flags)
+    assert cached.startswith("人民日报")
+    assert generate(capsys, out, *flags, "--no-cache") == cached
+
+
+def test_sampling_flags_are_passed_on(run_dir, capsys):
+    out, _ = run_dir
+    flags = ("--prompt", "中国", "--max-new-tokens", "8", "--seed", "3")
+    # top-k 1 keeps only the likeliest character: the same as greedy decoding
+    assert generate(capsys, out, *flags, "--top-k", "1") == generate(capsys, out, *flags, "--greedy")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# user errors: exit status 2, one message naming the problem, no traceback
+
+GENERATE = ["generate", "--checkpoint", "{run}", "--prompt", "中"]  # {run}: the trained run directory
+BAD_ARGUMENTS = {
+    "unknown preset": (["train", "--preset", "huge"], ["unknown preset 'huge'", "tiny, small, base"]),
+    "max-steps 0": (["train", "--max-steps", "0"], ["--max-steps", "integer >= 1", "'0'"]),
+    "negative seed": (["train", "--seed", "-1"], ["--seed", "[0, 2**63 - 1]"]),
+    "huge seed": ([*GENERATE, "--seed", str(2**64)], ["--seed", "[0, 2**63 - 1]"]),
+    "bad device": (["train", "--device", "nonsense"], ["device 'nonsense'", "'cpu'"]),
+    "no command": ([], ["COMMAND"]),
+    "missing checkpoint": (
+        ["generate", "--checkpoint", "{missing}", "--prompt", "中"],
+        ["{missing}", "does not exist", "mini-llm train"],
+    ),
+    "empty prompt": (["generate", "--checkpoint", "{run}", "--prompt", ""], ["--prompt", "empty"]),
+    "unknown characters": (
+        ["generate", "--checkpoint", "{run}", "--prompt", "中国😀中é"],
+        ["--prompt", "outside the vocabulary", "'😀'", "'é'"],
+    ),
+    "temperature 0": ([*GENERATE, "--temperature", "0"], ["--temperature", "> 0"]),
+    "temperature nan": ([*GENERATE, "--temperature", "nan"], ["--temperature"]),
+    "temperature text": ([*GENERATE, "--temperature", "hot"], ["--temperature"]),
+    "top-k 0": ([*GENERATE, "--top-k", "0"], ["--top-k", "integer >= 1"]),
+    "top-p 0": ([*GENERATE, "--top-p", "0"], ["--top-p", "(0, 1]"]),
+    "top-p 1.5": ([*GENERATE, "--top-p", "1.5"], ["--top-p", "(0, 1]"]),
+    "max-new-tokens 0": (
+        [*GENERATE, "--max-new-tokens", "0"],
+        ["--max-new-tokens", "integer >= 1"],
+    ),
+    "no prompt": (["generate", "--checkpoint", "{run}"], ["--prompt"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_arguments_exit_2_with_a_message(case, run_dir, tmp_path, capsys):
+    out, _ = run_dir
+    argv, expected = BAD_ARGUMENTS[case]
+    names = {"run": str(out), "missing": str(tmp_path / "no-such-run")}
+    assert main([arg.format(**names) for arg in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error:" in captured.err and "Traceback" not in captured.err
+    for text in expected:
+        assert text.format(**names) in captured.err, (text, captured.err)
+    if "unknown characters" in case:
+        assert "'中'" not in captured.err  # only the unknown characters are listed
+
+
+def test_help_and_version_return_0(capsys):
+    assert main(["--help"]) == 0
+    assert "generate" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("mini-llm ")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# load_char_gpt
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path) -> Path:
+    """A copy of the trained run directory that a test may damage."""
+    return Path(shutil.copytree(run_dir[0], tmp_path / "run"))
+
+
+def test_load_char_gpt_returns_the_trained_model(run_copy):
+    model, tokenizer = load_char_gpt(run_copy)
+    assert not model.training
+    assert model.config.vocab_size == tokenizer.vocab_size == read_run_config(run_copy)["model"]["vocab_size"]
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied after loading
+    same, _ = load_char_gpt(run_copy / "checkpoint.safetensors")  # the file instead of its directory
+    assert torch.equal(same.lm_head.weight, model.lm_head.weight)
+    with pytest.raises(NotADirectoryError, match="history.csv is a file"):
+        load_char_gpt(run_copy / "history.csv")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_load_char_gpt_rejects_a_corrupt_checkpoint(run_copy, damage, capsys):
+    path = run_copy / "checkpoint.safetensors"
+    data = path.read_bytes()
+    damaged = {"garbage": b"not a safetensors file" * 10, "truncated": data[: len(data) // 2], "empty": b""}
+    path.write_bytes(damaged[damage])
+    with pytest.raises(ValueError, match="checkpoint.safetensors"):
+        load_char_gpt(run_copy)
+    assert main(["generate", "--checkpoint", str(run_copy), "--prompt", "中国"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, text", [("config.json", "{not json"), ("config.json", '{"format": "other"}'), ("tokenizer.json", "[]")]
+)
+def test_load_char_gpt_rejects_corrupt_json(run_copy, name, text):
+    (run_copy / name).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=name):
+        load_char_gpt(run_copy)
+
+
+def test_load_char_gpt_rejects_a_wrong_model_config(run_copy):
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    config["model"]["n_embd"] = 32
+    (run_copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ValueError, match="shape"):
+        load_char_gpt(run_copy)
+
+
+@pytest.mark.parametrize("name", RUN_FILES[:3])
+def test_load_char_gpt_names_a_missing_file(run_copy, name):
+    (run_copy / name).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{name}.*mini-llm train"):
+        load_char_gpt(run_copy)
+
+
+def test_load_char_gpt_names_a_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.*mini-llm train"):
+        load_char_gpt(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the installed entry points
+
+
+def test_console_script_and_python_m_run():
+    script = Path(sys.executable).with_name("mini-llm")
+    commands = {
+        "script": [str(script), "train", "--preset", "huge"],
+        "module": [sys.executable, "-m", "mini_llm", "--help"],
+    }
+    if not script.exists():  # not installed next to this interpreter: run the entry-point function the same way
+        commands["script"] = [sys.executable, "-c", "import sys; from mini_llm.cli import main; sys.exit(main())",
+                              "train", "--preset", "huge"]
+    running = {name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, argv in commands.items()}  # both at once: each spends seconds importing torch
+    results = {name: (*process.communicate(timeout=120), process.returncode) for name, process in running.items()}
+    _, stderr, code = results["script"]
+    assert code == 2
+    assert "mini-llm train: error: argument --preset: unknown preset 'huge'" in stderr and "Traceback" not in stderr
+    stdout, _, code = results["module"]
+    assert code == 0 and "usage: mini-llm" in stdout and "generate" in stdout
