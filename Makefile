@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 EXECUTE ?= cache
 export PYTHONHASHSEED := 0
 
-.PHONY: book test lab lint check-site browser-deps lock clean
+.PHONY: book test lab bench check-site browser-deps lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(INSTALLED)
 
 lab: $(INSTALLED)
 	$(BIN)/jupyter lab notebooks
+
+# Side-by-side speed tables (ours vs the peer in one run); never part of the tests.
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_gpt_training.py
+	$(BIN)/python benchmarks/bench_kv_cache.py
 
 # The browser check of the built site (after `make book`): headless Chromium from Debian's packages.
 browser-deps:
