@@ -1,0 +1,164 @@
+"""Shared helpers for the benchmark scripts: the machine, thread count, interleaved timing, tables, GPT-2 peers.
+
+The scripts import this module as ``common``: running ``python benchmarks/NAME.py`` puts benchmarks/ on sys.path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Hugging Face's GPT-2 stores these Linear layers as Conv1D with the weight laid out (in, out).
+HF_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or platform.processor() where that file is missing."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: versions, CPU, cores, torch threads and the load when measuring began."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "logical cores": os.cpu_count(),
+        "torch threads": torch.get_num_threads(),
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load average (1 min)"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+def format_machine(info: dict[str, Any]) -> str:
+    """One line: 'machine: torch 2.13.0, cpu AMD EPYC, ...'."""
+    return "machine: " + ", ".join(f"{key} {value}" for key, value in info.items())
+
+
+def busy_note(info: dict[str, Any]) -> str | None:
+    """A warning line when the load average exceeds the logical cores: other jobs compete for the CPU."""
+    load, cores = info.get("load average (1 min)"), info.get("logical cores")
+    if load is None or cores is None or load <= cores:
+        return None
+    return (
+        f"note: load average {load} on {cores} logical cores: other jobs are running, so the numbers are noisy "
+        "(fewer torch threads, e.g. --threads 1, suffer less from the contention)"
+    )
+
+
+@contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[int]:
+    """Run the body with torch.set_num_threads(n_threads) (None keeps torch's default) and restore the old count."""
+    if n_threads is not None and n_threads < 1:
+        raise ValueError(f"n_threads must be None or >= 1, got {n_threads}")
+    previous = torch.get_num_threads()
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def time_call(fn: Callable[[], Any]) -> float:
+    """Seconds (time.perf_counter) that one call of fn takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved_rounds(candidates: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Time each candidate once per round, in turn (A B A B ...), so that a busy machine slows them alike.
+
+    Returns the seconds of every round per candidate name; report their median.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            seconds[name].append(time_call(fn))
+    return seconds
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of values (at least one)."""
+    if not values:
+        raise ValueError("median needs at least one value, got none")
+    return statistics.median(values)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A markdown table with one row per dict, the cells in the order of columns (the dicts' keys)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row[column]) for column in columns) + " |")
+    return "\n".join(lines)
+
+
+def hf_gpt2_like(model: torch.nn.Module) -> torch.nn.Module:
+    """A transformers GPT2LMHeadModel with the config of a mini_llm GPT, sdpa attention and a copy of its weights.
+
+    Both models then compute the same function (up to float rounding), so they do the same work per token.
+    Only GPT-2's architecture maps: GELU tanh ("gelu_new"), biases, tied embeddings.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    config = model.config
+    if config.activation != "gelu_new" or not config.bias or not config.tie_weights:
+        raise ValueError(
+            "hf_gpt2_like needs a GPT-2 architecture (activation='gelu_new', bias=True, tie_weights=True), got "
+            f"activation={config.activation!r}, bias={config.bias}, tie_weights={config.tie_weights}"
+        )
+    hf_logging.set_verbosity_error()  # no warnings about the config's unused generation defaults
+    hf_config = GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_inner=config.n_inner,
+        activation_function="gelu_new",
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        bos_token_id=None,  # GPT-2's 50256 lies outside a small vocabulary
+        eos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    peer = GPT2LMHeadModel._from_config(hf_config, attn_implementation="sdpa")
+    state = {
+        name: tensor.t() if name.endswith(HF_CONV1D_WEIGHTS) else tensor for name, tensor in model.state_dict().items()
+    }
+    peer.load_state_dict(state, strict=True)
+    return peer.train(model.training)

@@ -1,0 +1,84 @@
+"""Smoke tests of the benchmark scripts: each main runs at a tiny size and prints the table it returns.
+
+Speed is never asserted: the machine may be busy and the sizes are far too small to mean anything.
+"""
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import benchmarks/NAME.py the way running it does: with benchmarks/ on sys.path (for ``common``)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+def table_lines(text: str) -> list[list[str]]:
+    """The cells of every markdown table row printed (header, separator and body)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_gpt_training_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load("bench_gpt_training", monkeypatch)
+    tiny = "--n-layer 1 --n-head 2 --n-embd 16 --vocab-size 40 --block-size 8 --batch-size 2"
+    rows = bench.main([*tiny.split(), "--warmup", "1", "--steps", "1", "--rounds", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+
+    assert [row["model"] for row in rows] == [bench.MINI_LLM, bench.TRANSFORMERS]
+    for row in rows:
+        assert tuple(row) == bench.COLUMNS
+        assert row["params"] == rows[0]["params"]  # the same architecture on both sides
+        assert row["tokens/s (median)"] > 0
+    assert rows[1]["ratio vs transformers"] == 1.0
+    assert rows[0]["ratio vs transformers"] == pytest.approx(
+        rows[0]["tokens/s (median)"] / rows[1]["tokens/s (median)"]
+    )
+
+    cells = table_lines(out)
+    assert cells[0] == list(bench.COLUMNS)
+    assert [line[0] for line in cells[2:]] == [bench.MINI_LLM, bench.TRANSFORMERS]
+    assert "machine: " in out and "torch threads 1" in out
+
+
+def test_gpt_training_rejects_bad_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load("bench_gpt_training", monkeypatch)
+    with pytest.raises(SystemExit):
+        bench.main(["--n-embd", "30", "--n-head", "4"])
+    with pytest.raises(SystemExit):
+        bench.main(["--steps", "0"])
+
+
+@pytest.mark.parametrize("with_peer", [True, False])
+def test_kv_cache_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], with_peer: bool) -> None:
+    bench = load("bench_kv_cache", monkeypatch)
+    tiny = "--n-layer 1 --n-head 2 --n-embd 16 --vocab-size 40 --block-size 16 --prompt-len 3"
+    argv = [*tiny.split(), "--new-tokens", "2", "5", "--repeats", "1", "--threads", "1"]
+    rows = bench.main(argv if with_peer else [*argv, "--no-transformers"])
+    out = capsys.readouterr().out
+
+    columns = bench.COLUMNS + bench.PEER_COLUMNS if with_peer else bench.COLUMNS
+    assert [row["new tokens"] for row in rows] == [2, 5]
+    for row in rows:
+        assert tuple(row) == columns
+        assert row["no cache tokens/s"] > 0 and row["KV cache tokens/s"] > 0
+        assert row["speed-up"] == pytest.approx(row["KV cache tokens/s"] / row["no cache tokens/s"])
+
+    cells = table_lines(out)
+    assert cells[0] == list(columns)
+    assert [line[0] for line in cells[2:]] == ["2", "5"]
+    assert "machine: " in out
+
+
+def test_kv_cache_rejects_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load("bench_kv_cache", monkeypatch)
+    with pytest.raises(SystemExit):
+        bench.main(["--block-size", "32", "--prompt-len", "16", "--new-tokens", "17"])
