@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test,peers]'
 	touch $(INSTALLED)
 
 book: $(INSTALLED)
