@@ -1,0 +1,298 @@
+"""Numba CPU kernels: quantize to the nearest code, pack/unpack for every k in 2..8, dequantize, and k-bit GEMV.
+
+Everything here works on numpy arrays in the layout described in mini_llm.kernels.reference. The GEMV has two
+backends: ``simd`` (explicit AVX-512 vectors from mini_llm.kernels.cpu_simd, used only when the CPU has AVX-512)
+and ``portable`` (plain Numba, any CPU and any shape). ``auto`` picks simd where it applies.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from mini_llm.kernels import cpu_simd
+from mini_llm.kernels.reference import n_blocks, packed_nbytes
+
+# The omp threading layer starts a parallel region in microseconds (workqueue: ~100 µs); tbb if present is fine too.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+BACKENDS = ("auto", "simd", "portable")
+
+
+TILE = 4096  # elements per work item of the quantizer: a multiple of every block size, small enough for L1
+
+
+@njit(parallel=True, cache=True)
+def _block_scales(x, blocksize, centered, absmax, offset):  # pragma: no cover - compiled
+    """absmax (and with centering the midrange offset) of every block."""
+    n = x.size
+    for b in prange(absmax.size):
+        start = b * blocksize
+        stop = min(n, start + blocksize)
+        off = np.float32(0.0)
+        if centered:
+            hi = x[start]
+            lo = x[start]
+            for i in range(start, stop):
+                hi = max(hi, x[i])
+                lo = min(lo, x[i])
+            off = np.float32((hi + lo) * np.float32(0.5))
+        amax = np.float32(0.0)
+        for i in range(start, stop):
+            amax = max(amax, abs(np.float32(x[i] - off)))
+        absmax[b] = amax
+        offset[b] = off
+
+
+@njit(parallel=True, cache=True)
+def _nearest_codes(x, mids, bits, blocksize, absmax, offset, codes):  # pragma: no cover - compiled
+    """codes[i] = number of midpoints below (x[i] - offset) / absmax, tile by tile of TILE elements.
+
+    Up to 5 bits the count is a vectorised scan over all midpoints; above, a branch-free binary search.
+    """
+    n = x.size
+    n_tiles = (n + TILE - 1) // TILE
+    n_mids = mids.size
+    half = 1 << (bits - 1)
+    for t in prange(n_tiles):
+        start = t * TILE
+        stop = min(n, start + TILE)
+        v = np.empty(stop - start, dtype=np.float32)
+        seg = start
+        while seg < stop:  # one block (or the part of a whole-tensor block inside this tile) at a time
+            b = seg // blocksize
+            seg_stop = min(stop, (b + 1) * blocksize)
+            off = offset[b]
+            scale = absmax[b] if absmax[b] > 0 else np.float32(1.0)
+            for i in range(seg, seg_stop):
+                v[i - start] = np.float32(np.float32(x[i] - off) / scale)
+            seg = seg_stop
+        if bits <= 5:
+            count = np.zeros(stop - start, dtype=np.int32)
+            for j in range(n_mids):
+                m = mids[j]
+                for i in range(stop - start):
+                    count[i] += np.int32(v[i] > m)
+            for i in range(stop - start):
+                codes[start + i] = count[i]
+        else:
+            for i in range(stop - start):
+                idx = 0
+                step = half
+                while step > 0:
+                    idx += step * np.int32(v[i] > mids[idx + step - 1])
+                    step >>= 1
+                codes[start + i] = idx
+
+
+@njit(parallel=True, cache=True)
+def _pack(codes, bits, packed):  # pragma: no cover - compiled
+    """Dense MSB-first packing: each group of 8 codes becomes `bits` bytes."""
+    n = codes.size
+    n_groups = (n + 7) // 8
+    nbytes = packed.size
+    for g in prange(n_groups):
+        word = np.uint64(0)
+        for j in range(8):
+            i = g * 8 + j
+            c = np.uint64(codes[i]) if i < n else np.uint64(0)
+            word = (word << np.uint64(bits)) | c
+        for j in range(bits):
+            byte = g * bits + j
+            if byte < nbytes:
+                packed[byte] = np.uint8((word >> np.uint64(8 * (bits - 1 - j))) & np.uint64(255))
+
+
+@njit(parallel=True, cache=True)
+def _unpack(packed, bits, codes):  # pragma: no cover - compiled
+    """Inverse of _pack: `bits` bytes give 8 codes."""
+    n = codes.size
+    n_groups = (n + 7) // 8
+    nbytes = packed.size
+    mask = np.uint64((1 << bits) - 1)
+    for g in prange(n_groups):
+        word = np.uint64(0)
+        for j in range(bits):
+            byte = g * bits + j
+            b = np.uint64(packed[byte]) if byte < nbytes else np.uint64(0)
+            word = (word << np.uint64(8)) | b
+        for j in range(8):
+            i = g * 8 + j
+            if i < n:
+                codes[i] = np.uint8((word >> np.uint64(bits * (7 - j))) & mask)
+
+
+@njit(parallel=True, cache=True)
+def _dequantize(packed, bits, table, absmax, offset, blocksize, out):  # pragma: no cover - compiled
+    """out[i] = table[code_i] * absmax[i // blocksize] + offset[i // blocksize], decoding 8 codes per group."""
+    n = out.size
+    n_groups = (n + 7) // 8
+    nbytes = packed.size
+    mask = np.uint64((1 << bits) - 1)
+    for g in prange(n_groups):
+        word = np.uint64(0)
+        for j in range(bits):
+            byte = g * bits + j
+            b = np.uint64(packed[byte]) if byte < nbytes else np.uint64(0)
+            word = (word << np.uint64(8)) | b
+        for j in range(8):
+            i = g * 8 + j
+            if i < n:
+                code = np.int32((word >> np.uint64(bits * (7 - j))) & mask)
+                blk = i // blocksize
+                out[i] = table[code] * absmax[blk] + offset[blk]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _gemv_portable(packed, bits, n_rows, n_cols, table, absmax, offset, blocksize, x, out):  # pragma: no cover
+    """out (B, N) = x (B, K) @ W.T for any shape and block layout: decode one row, then dot it with each x row.
+
+    Rows of a multiple of 8 codes decode 8 codes (k bytes) at a time; other shapes decode code by code.
+    """
+    batch = x.shape[0]
+    nbytes = packed.size
+    mask = (1 << bits) - 1
+    grouped = n_cols % 8 == 0
+    for r in prange(n_rows):
+        row = np.empty(n_cols, dtype=np.float32)
+        start = r * n_cols
+        if grouped:
+            for g in range(n_cols // 8):
+                first = (start + 8 * g) * bits // 8
+                word = np.uint64(0)
+                for j in range(bits):
+                    word = (word << np.uint64(8)) | np.uint64(packed[first + j])
+                blk = (start + 8 * g) // blocksize
+                s = absmax[blk]
+                o = offset[blk]
+                for j in range(8):
+                    code = np.int32((word >> np.uint64(bits * (7 - j))) & np.uint64(mask))
+                    row[8 * g + j] = table[code] * s + o
+        else:
+            for c in range(n_cols):
+                i = start + c
+                bit = i * bits
+                byte = bit >> 3
+                word32 = np.int32(packed[byte]) << 8
+                if byte + 1 < nbytes:
+                    word32 |= np.int32(packed[byte + 1])
+                code = (word32 >> (16 - (bit & 7) - bits)) & mask
+                blk = i // blocksize
+                row[c] = table[code] * absmax[blk] + offset[blk]
+        for bb in range(batch):
+            acc = np.float32(0.0)
+            for c in range(n_cols):
+                acc += row[c] * x[bb, c]
+            out[bb, r] = acc
+
+
+def quantize(
+    x: np.ndarray, table: np.ndarray, bits: int, blocksize: int, centered: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Blockwise absmax quantization of flat float32 x (n,) to the nearest of table (2**bits,): (codes, absmax, offset).
+
+    offset is None unless centered (then each block is shifted by its midrange before scaling).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    mids = ((table[:-1] + table[1:]) * np.float32(0.5)).astype(np.float32)  # (2**k - 1,) decision boundaries
+    nb = n_blocks(x.size, blocksize)
+    codes = np.empty(x.size, dtype=np.uint8)
+    absmax = np.empty(nb, dtype=np.float32)
+    offset = np.empty(nb, dtype=np.float32)
+    _block_scales(x, blocksize, centered, absmax, offset)
+    _nearest_codes(x, mids, bits, blocksize, absmax, offset, codes)
+    return codes, absmax, (offset if centered else None)
+
+
+def pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack codes (n,) uint8 < 2**bits into the dense MSB-first bit stream (ceil(n*bits/8),) uint8."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    packed = np.empty(packed_nbytes(codes.size, bits), dtype=np.uint8)
+    _pack(codes, bits, packed)
+    return packed
+
+
+def unpack(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """Unpack n codes (n,) uint8 from the dense bit stream."""
+    codes = np.empty(n, dtype=np.uint8)
+    _unpack(np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1), bits, codes)
+    return codes
+
+
+def _offsets(offset: np.ndarray | None, absmax: np.ndarray) -> np.ndarray:
+    return np.zeros_like(absmax) if offset is None else np.ascontiguousarray(offset, dtype=np.float32)
+
+
+def dequantize(
+    packed: np.ndarray,
+    bits: int,
+    n: int,
+    table: np.ndarray,
+    absmax: np.ndarray,
+    offset: np.ndarray | None,
+    blocksize: int,
+) -> np.ndarray:
+    """Flat float32 values (n,) of the packed codes: table[code] * absmax[block] (+ offset[block])."""
+    out = np.empty(n, dtype=np.float32)
+    absmax = np.ascontiguousarray(absmax, dtype=np.float32)
+    _dequantize(
+        np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1),
+        bits,
+        np.ascontiguousarray(table, dtype=np.float32),
+        absmax,
+        _offsets(offset, absmax),
+        blocksize,
+        out,
+    )
+    return out
+
+
+def simd_applies(bits: int, shape: tuple[int, int], table: np.ndarray, blocksize: int) -> bool:
+    """Whether the AVX-512 GEMV handles this case: the CPU has it, rows are whole 32-element chunks, blocks align
+    with rows (blocksize divides K, or K divides blocksize), and the table fits a register permute or is affine."""
+    n_cols = shape[1]
+    aligned = n_cols % 32 == 0 and (n_cols % blocksize == 0 or blocksize % n_cols == 0)
+    return cpu_simd.HAS_AVX512 and aligned and cpu_simd.lookup_mode(bits, table) is not None
+
+
+def gemv(
+    packed: np.ndarray,
+    bits: int,
+    shape: tuple[int, int],
+    table: np.ndarray,
+    absmax: np.ndarray,
+    offset: np.ndarray | None,
+    blocksize: int,
+    x: np.ndarray,
+    backend: str = "auto",
+) -> np.ndarray:
+    """y = x @ W.T for the packed (N, K) matrix W; x (K,) gives y (N,), x (B, K) gives y (B, N), float32.
+
+    Batch 1 is the fused dequantize-GEMV; a small batch decodes each row once and reuses it from L1 for every x row.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    n_rows, n_cols = shape
+    squeeze = x.ndim == 1
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_cols)  # (B, K)
+    packed = np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1)
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    absmax = np.ascontiguousarray(absmax, dtype=np.float32)
+    use_simd = simd_applies(bits, shape, table, blocksize)
+    if backend == "simd" and not use_simd:
+        raise ValueError(
+            "backend 'simd' needs a CPU with AVX-512, K a multiple of 32, blocks aligned with rows and bits <= 5 "
+            f"(or an affine int table); got bits={bits}, shape={shape}, blocksize={blocksize}, "
+            f"AVX-512={cpu_simd.HAS_AVX512}"
+        )
+    out = np.empty((x2.shape[0], n_rows), dtype=np.float32)  # (B, N)
+    if use_simd and backend != "portable":
+        cpu_simd.gemv(packed, bits, shape, table, absmax, offset, blocksize, x2, out)
+    else:
+        _gemv_portable(packed, bits, n_rows, n_cols, table, absmax, _offsets(offset, absmax), blocksize, x2, out)
+    return out[0] if squeeze else out

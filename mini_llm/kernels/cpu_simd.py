@@ -1,0 +1,241 @@
+"""AVX-512 k-bit GEMV for Numba: LLVM IR intrinsics that decode 32 codes at a time and look them up in registers.
+
+Plain Numba turns a table lookup ``table[code]`` into a gather, which is no faster than reading float32 weights.
+Here a Numba ``@intrinsic`` emits the whole row loop as explicit 16-lane vectors:
+
+- decode: 4-bit codes come from the two nibbles of 16 bytes (x is de-interleaved to match), other k from a
+  byte shuffle and a per-lane shift of the 4*k bytes that hold 32 codes;
+- look-up: a table of up to 16 values sits in one register and ``vpermps`` picks 16 values at once; 32 values
+  (k = 5) use the two-register ``vpermi2ps``; an affine table (the int codebook) is ``code * step + base``;
+- each block accumulates code values times x in two vector registers, scaled by the block's absmax at its end.
+
+Used only when the CPU reports AVX-512F (``HAS_AVX512``; set MINI_LLM_NO_AVX512=1 to turn it off); the portable
+Numba kernel in mini_llm.kernels.cpu serves every other case and is what this one is tested against.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _host_has_avx512() -> bool:
+    """True when the host CPU reports AVX-512F and MINI_LLM_NO_AVX512 is not set."""
+    if os.environ.get("MINI_LLM_NO_AVX512", "") not in ("", "0"):
+        return False
+    try:
+        return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # feature detection is unavailable on this platform
+        return False
+
+
+HAS_AVX512 = _host_has_avx512()
+
+_F32 = ir.FloatType()
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V16F = ir.VectorType(_F32, 16)
+_V16I = ir.VectorType(_I32, 16)
+
+
+def lookup_mode(bits: int, table: np.ndarray) -> str | None:
+    """How the SIMD kernel looks codes up: 'affine' (evenly spaced table), 'permute' (<= 16 values),
+    'permute2' (32 values), or None (k >= 6 with an arbitrary table: left to the portable kernel)."""
+    table = np.asarray(table, dtype=np.float64)
+    steps = np.diff(table)
+    if np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0:
+        return "affine"
+    if bits <= 4:
+        return "permute"
+    if bits == 5:
+        return "permute2"
+    return None
+
+
+def kernel_table(bits: int, table: np.ndarray, mode: str) -> np.ndarray:
+    """The float32 table the kernel loads: padded to 16 or 32 values, or (base, step) for an affine table."""
+    table = np.asarray(table, dtype=np.float32)
+    if mode == "affine":
+        return np.array([table[0], (float(table[-1]) - float(table[0])) / (table.size - 1)], dtype=np.float32)
+    size = 16 if mode == "permute" else 32
+    return np.concatenate([table, np.zeros(size - table.size, dtype=np.float32)])
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    vec = builder.insert_element(ir.Constant(_V16F, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(_V16I, [0] * 16))
+
+
+def _vector_load(builder: ir.IRBuilder, base: ir.Value, index: ir.Value, vec_type: ir.VectorType) -> ir.Value:
+    """Load vec_type from &base[index] (unaligned)."""
+    pointer = builder.bitcast(builder.gep(base, [index]), vec_type.as_pointer())
+    return builder.load(pointer, align=1)
+
+
+def _decode_general(builder: ir.IRBuilder, raw: ir.Value, bits: int, half: int) -> ir.Value:
+    """Codes 16*half .. 16*half+15 of the 32 codes held in raw (<4*bits x i8>), as <16 x i32>."""
+    first, second, shifts = [], [], []
+    for lane in range(16 * half, 16 * half + 16):
+        bit = lane * bits
+        first.append(bit >> 3)
+        second.append(min((bit >> 3) + 1, 4 * bits - 1))  # unused when the code ends inside its first byte
+        shifts.append(16 - (bit & 7) - bits)
+    byte0 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, first)), _V16I)
+    byte1 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, second)), _V16I)
+    word = builder.or_(builder.shl(byte0, ir.Constant(_V16I, [8] * 16)), byte1)
+    word = builder.lshr(word, ir.Constant(_V16I, shifts))
+    return builder.and_(word, ir.Constant(_V16I, [(1 << bits) - 1] * 16))
+
+
+def make_row_dot(bits: int, mode: str):
+    """An intrinsic row_dot(packed, byte_off, x, x_off, absmax, blk_off, n_blocks, chunks, table) -> float32.
+
+    It returns sum over the row's n_blocks blocks of absmax[blk_off + b] * sum(table[code] * x), where a block is
+    `chunks` runs of 32 codes starting at packed[byte_off] and x[x_off] (x de-interleaved per 32 at k = 4).
+    """
+
+    @intrinsic
+    def row_dot(typingctx, packed, byte_off, x, x_off, absmax, blk_off, nblocks, chunks, table):
+        sig = types.float32(packed, byte_off, x, x_off, absmax, blk_off, nblocks, chunks, table)
+
+        def codegen(context, builder, signature, args):
+            pk_arr, byte_off_v, x_arr, x_off_v, am_arr, blk_off_v, nblocks_v, chunks_v, tb_arr = args
+            arg_types = signature.args
+            pk = context.make_array(arg_types[0])(context, builder, pk_arr).data
+            xp = context.make_array(arg_types[2])(context, builder, x_arr).data
+            am = context.make_array(arg_types[4])(context, builder, am_arr).data
+            tb = context.make_array(arg_types[8])(context, builder, tb_arr).data
+            module = builder.module
+            fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
+            if mode == "permute":
+                permute = cgutils.get_or_insert_function(
+                    module, ir.FunctionType(_V16F, [_V16F, _V16I]), "llvm.x86.avx512.permvar.sf.512"
+                )
+                table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
+
+                def lookup(codes):
+                    return builder.call(permute, [table_lo, codes])
+
+            elif mode == "permute2":
+                permute2 = cgutils.get_or_insert_function(
+                    module, ir.FunctionType(_V16F, [_V16F, _V16I, _V16F]), "llvm.x86.avx512.vpermi2var.ps.512"
+                )
+                table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
+                table_hi = _vector_load(builder, tb, ir.Constant(_I64, 16), _V16F)
+
+                def lookup(codes):
+                    return builder.call(permute2, [table_lo, codes, table_hi])
+
+            else:  # affine: base + code * step
+                base = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 0)])))
+                step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
+
+                def lookup(codes):
+                    return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
+
+            zero = ir.Constant(_V16F, [0.0] * 16)
+            acc = cgutils.alloca_once_value(builder, zero)
+            acc_a = cgutils.alloca_once_value(builder, zero)
+            acc_b = cgutils.alloca_once_value(builder, zero)
+            chunk_bytes = ir.Constant(_I64, 4 * bits)
+            with cgutils.for_range(builder, nblocks_v) as block_loop:
+                block = block_loop.index
+                builder.store(zero, acc_a)
+                builder.store(zero, acc_b)
+                with cgutils.for_range(builder, chunks_v) as chunk_loop:
+                    chunk = builder.add(builder.mul(block, chunks_v), chunk_loop.index)  # chunk index in the row
+                    byte = builder.add(byte_off_v, builder.mul(chunk, chunk_bytes))
+                    if bits == 4:
+                        raw = builder.zext(_vector_load(builder, pk, byte, ir.VectorType(_I8, 16)), _V16I)
+                        codes_a = builder.lshr(raw, ir.Constant(_V16I, [4] * 16))  # even elements (high nibbles)
+                        codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))  # odd elements (low nibbles)
+                    else:
+                        raw = _vector_load(builder, pk, byte, ir.VectorType(_I8, 4 * bits))
+                        codes_a = _decode_general(builder, raw, bits, 0)
+                        codes_b = _decode_general(builder, raw, bits, 1)
+                    x_index = builder.add(x_off_v, builder.mul(chunk, ir.Constant(_I64, 32)))
+                    x_a = _vector_load(builder, xp, x_index, _V16F)
+                    x_b = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16)), _V16F)
+                    builder.store(builder.call(fma, [lookup(codes_a), x_a, builder.load(acc_a)]), acc_a)
+                    builder.store(builder.call(fma, [lookup(codes_b), x_b, builder.load(acc_b)]), acc_b)
+                scale = _splat(builder, builder.load(builder.gep(am, [builder.add(blk_off_v, block)])))
+                block_sum = builder.fadd(builder.load(acc_a), builder.load(acc_b))
+                builder.store(builder.call(fma, [block_sum, scale, builder.load(acc)]), acc)
+            reduce_add = cgutils.get_or_insert_function(
+                module, ir.FunctionType(_F32, [_F32, _V16F]), "llvm.vector.reduce.fadd.v16f32"
+            )
+            return builder.call(reduce_add, [ir.Constant(_F32, 0.0), builder.load(acc)])
+
+        return sig, codegen
+
+    return row_dot
+
+
+def _build_kernel(bits: int, mode: str):
+    """The parallel Numba GEMV for one (bits, mode): rows split over threads, each x row dotted with the same row."""
+    row_dot = make_row_dot(bits, mode)
+
+    @njit(parallel=True, fastmath=True)
+    def kernel(packed, x, table, absmax, n_rows, n_cols, blocksize, out):  # pragma: no cover - compiled
+        batch = x.shape[0]
+        blocks_per_row = n_cols // blocksize
+        chunks = blocksize // 32
+        row_bytes = n_cols * bits // 8
+        flat_x = x.reshape(-1)
+        for r in prange(n_rows):
+            for bb in range(batch):
+                out[bb, r] = row_dot(
+                    packed, r * row_bytes, flat_x, bb * n_cols, absmax, r * blocks_per_row, blocks_per_row, chunks,
+                    table,
+                )
+
+    return kernel
+
+
+_KERNELS: dict[tuple[int, str], object] = {}
+
+
+def _kernel(bits: int, mode: str):
+    """The compiled kernel for (bits, mode), built on first use."""
+    key = (bits, mode)
+    if key not in _KERNELS:
+        _KERNELS[key] = _build_kernel(bits, mode)
+    return _KERNELS[key]
+
+
+def gemv(
+    packed: np.ndarray,
+    bits: int,
+    shape: tuple[int, int],
+    table: np.ndarray,
+    absmax: np.ndarray,
+    offset: np.ndarray | None,
+    blocksize: int,
+    x: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """out (B, N) = x (B, K) @ W.T with the AVX-512 kernel; the caller checked that it applies (cpu.simd_applies)."""
+    n_rows, n_cols = shape
+    mode = lookup_mode(bits, table)
+    if mode is None:
+        raise ValueError(f"no SIMD look-up for bits={bits} with a non-affine table")
+    if n_cols % blocksize != 0:  # blocks span whole rows (blocksize a multiple of K): one scale per row
+        first_block = np.arange(n_rows, dtype=np.int64) * n_cols // blocksize  # (N,)
+        absmax = np.ascontiguousarray(absmax[first_block])
+        offset = None if offset is None else np.ascontiguousarray(offset[first_block])
+        blocksize = n_cols
+    kx = x
+    if bits == 4:  # the kernel takes even elements from high nibbles, odd ones from low nibbles
+        kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 16, 2).transpose(0, 1, 3, 2)).reshape(x.shape)
+    _kernel(bits, mode)(packed, kx, kernel_table(bits, table, mode), absmax, n_rows, n_cols, blocksize, out)
+    if offset is not None:  # sum_b offset[r, b] * sum(x over block b's columns)
+        blocks_per_row = n_cols // blocksize
+        x_sums = x.reshape(x.shape[0], blocks_per_row, blocksize).sum(axis=2)  # (B, K / blocksize)
+        out += x_sums @ offset.reshape(n_rows, blocks_per_row).T  # (B, N)
