@@ -114,7 +114,7 @@ def dequantize_torch(
     blocksize: int,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Pure-torch dequantization to a tensor of `shape` and `dtype` (the on-the-fly reference path of QuantizedLinear)."""
+    """Pure-torch dequantization to `shape` and `dtype` (the on-the-fly reference path of QuantizedLinear)."""
     n = int(np.prod(shape))
     codes = unpack_torch(packed, bits, n)  # (n,)
     block = torch.arange(n, device=packed.device) // blocksize  # (n,)

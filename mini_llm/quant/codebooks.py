@@ -146,7 +146,7 @@ def codebook(
     exponent_bits: int | None = None,
     data: np.ndarray | torch.Tensor | None = None,
 ) -> Codebook:
-    """The k-bit codebook `name` (int, float, dynamic, quantile, nf); quantile needs `data`, float takes exponent_bits."""
+    """The k-bit codebook `name` (int, float, dynamic, quantile, nf); quantile needs `data`."""
     bits = check_bits(bits)
     if name not in CODEBOOKS:
         raise ValueError(f"codebook must be one of {', '.join(CODEBOOKS)}, got {name!r}")

@@ -1,0 +1,101 @@
+"""Blockwise absmax quantization: quantize(W) -> (packed, state) and dequantize(packed, state) -> W'."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mini_llm.kernels import cpu, reference
+from mini_llm.quant.checks import check_bits, check_blocksize, check_weight
+from mini_llm.quant.codebooks import Codebook, codebook
+from mini_llm.quant.state import QuantState
+
+
+def quantize(
+    W: torch.Tensor,
+    bits: int = 4,
+    codebook: str | Codebook = "nf",
+    blocksize: int | None = 64,
+    *,
+    centered: bool = False,
+    exponent_bits: int | None = None,
+) -> tuple[torch.Tensor, QuantState]:
+    """Quantize W blockwise to k-bit codes: packed (ceil(numel*k/8),) uint8 and its QuantState.
+
+    Blocks are `blocksize` consecutive elements of the flattened (row-major) tensor, each scaled by its absmax (after
+    subtracting its midrange when centered). codebook is a name (int, float, dynamic, quantile, nf) or a Codebook; the
+    quantile codebook is estimated from W's block-normalised values. With bits=4, codebook='nf', blocksize=64 the
+    result is byte for byte bitsandbytes' NF4 layout.
+    """
+    bits = check_bits(bits)
+    blocksize = check_blocksize(blocksize)
+    W = check_weight(W)
+    if not isinstance(centered, bool):
+        raise ValueError(f"centered must be True or False, got {centered!r}")
+    x = W.detach().cpu().float().reshape(-1).numpy()  # (n,) float32
+    block = x.size if blocksize is None else blocksize
+    book = _resolve_codebook(codebook, bits, exponent_bits, x, block, centered)
+    codes, absmax, offset = cpu.quantize(x, book.values, bits, block, centered)
+    packed = torch.from_numpy(cpu.pack(codes, bits))
+    state = QuantState(
+        shape=tuple(W.shape),
+        dtype=W.dtype,
+        bits=bits,
+        blocksize=blocksize,
+        codebook=book.name,
+        code=book.tensor(),
+        absmax=torch.from_numpy(absmax),
+        offset=None if offset is None else torch.from_numpy(offset),
+    )
+    return packed, state
+
+
+def _resolve_codebook(
+    book: str | Codebook, bits: int, exponent_bits: int | None, x: np.ndarray, block: int, centered: bool
+) -> Codebook:
+    if isinstance(book, Codebook):
+        if book.bits != bits:
+            raise ValueError(f"codebook has {book.bits} bits but bits={bits}")
+        return book
+    if book == "quantile":  # quantiles of the values as the blocks will see them: absmax-normalised
+        sample = x[: min(x.size, 1 << 20)]  # (<= 2**20,) enough for 2**k quantiles
+        _, absmax, offset = reference.quantize_reference(sample, np.array([-1.0, 1.0]), block, centered)
+        idx = np.arange(sample.size) // block
+        shift = offset[idx] if offset is not None else 0.0
+        normed = (sample - shift) / np.where(absmax > 0, absmax, 1.0)[idx]
+        return codebook("quantile", bits, data=normed)
+    if not isinstance(book, str):
+        raise ValueError(f"codebook must be a name or a Codebook, got {type(book).__name__}")
+    return codebook(book, bits, exponent_bits=exponent_bits)
+
+
+def dequantize(packed: torch.Tensor, state: QuantState) -> torch.Tensor:
+    """The tensor (state.shape, state.dtype) that packed codes stand for; ValueError when they do not match state."""
+    if not isinstance(state, QuantState):
+        raise ValueError(f"state must be a QuantState, got {type(state).__name__}")
+    state.validate(packed)
+    values = cpu.dequantize(
+        packed.detach().cpu().contiguous().numpy(),
+        state.bits,
+        state.numel,
+        state.code.numpy(),
+        state.absmax.numpy(),
+        None if state.offset is None else state.offset.numpy(),
+        state.effective_blocksize,
+    )
+    return torch.from_numpy(values).reshape(state.shape).to(state.dtype)
+
+
+def dequantize_reference(packed: torch.Tensor, state: QuantState) -> torch.Tensor:
+    """Pure-torch dequantize (any device): the reference path QuantizedLinear uses off the Numba kernels."""
+    state.validate(packed)
+    return reference.dequantize_torch(
+        packed,
+        state.bits,
+        state.shape,
+        state.code.to(packed.device),
+        state.absmax.to(packed.device),
+        None if state.offset is None else state.offset.to(packed.device),
+        state.effective_blocksize,
+        state.dtype,
+    )

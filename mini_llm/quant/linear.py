@@ -1,0 +1,251 @@
+"""QuantizedLinear (k-bit weights, optional 16-bit outlier columns) and quantize_model for any torch model.
+
+Works on every nn.Linear and on transformers' GPT-2 Conv1D (the same map with the weight stored transposed).
+The forward pass picks, per call: the Numba GEMV for up to SMALL_BATCH rows of input on the CPU, dequantize-then-
+matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path for backend='reference',
+for other devices, and where gradients are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mini_llm import kernels
+from mini_llm.quant.accounting import tensor_bits
+from mini_llm.quant.blockwise import dequantize, dequantize_reference, quantize
+from mini_llm.quant.checks import check_bits, check_blocksize
+from mini_llm.quant.codebooks import CODEBOOKS, Codebook
+from mini_llm.quant.outliers import input_magnitudes, top_dims
+from mini_llm.quant.state import QuantState
+
+SMALL_BATCH = 8  # up to this many input rows use the fused k-bit GEMV; more rows dequantize once and matmul
+LINEAR_BACKENDS = ("auto", "simd", "portable", "reference")
+OUTLIER_BITS = 16  # outlier columns are stored in float16
+INDEX_BITS = 32  # each outlier dimension's index costs one int32
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor | None:
+    """The (out_features, in_features) weight of an nn.Linear or a transformers Conv1D, else None."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None:
+        return module.weight.t()  # Conv1D stores (in, out)
+    return None
+
+
+class QuantizedLinear(nn.Module):
+    """y = x W^T + b with W stored as k-bit blockwise codes, and optionally some input columns of W in float16."""
+
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        state: QuantState,
+        bias: torch.Tensor | None = None,
+        outlier_dims: torch.Tensor | None = None,
+        outlier_weight: torch.Tensor | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if backend not in LINEAR_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(LINEAR_BACKENDS)}, got {backend!r}")
+        state.validate(packed)
+        if len(state.shape) != 2:
+            raise ValueError(f"state.shape must be (out_features, kept in_features), got {state.shape}")
+        n_out = 0 if outlier_dims is None else outlier_dims.numel()
+        if (outlier_dims is None) != (outlier_weight is None):
+            raise ValueError("outlier_dims and outlier_weight must be given together")
+        if outlier_weight is not None and tuple(outlier_weight.shape) != (state.shape[0], n_out):
+            raise ValueError(
+                f"outlier_weight must have shape ({state.shape[0]}, {n_out}), got {tuple(outlier_weight.shape)}"
+            )
+        self.out_features = state.shape[0]
+        self.in_features = state.shape[1] + n_out
+        self.bits, self.blocksize, self.codebook, self.weight_dtype = (
+            state.bits,
+            state.blocksize,
+            state.codebook,
+            state.dtype,
+        )
+        self.backend = backend
+        self.register_buffer("packed", packed)
+        self.register_buffer("code", state.code)
+        self.register_buffer("absmax", state.absmax)
+        self.register_buffer("offset", state.offset)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        dims = torch.zeros(0, dtype=torch.long) if outlier_dims is None else outlier_dims.long()
+        keep = torch.ones(self.in_features, dtype=torch.bool)
+        keep[dims] = False
+        self.register_buffer("outlier_dims", dims if n_out else None)
+        self.register_buffer("outlier_weight", outlier_weight)
+        self.register_buffer("kept_dims", keep.nonzero().reshape(-1) if n_out else None, persistent=False)
+
+    @classmethod
+    def from_linear(
+        cls,
+        module: nn.Module,
+        bits: int = 4,
+        codebook: str | Codebook = "nf",
+        blocksize: int | None = 64,
+        *,
+        centered: bool = False,
+        outlier_dims: torch.Tensor | None = None,
+        backend: str = "auto",
+    ) -> QuantizedLinear:
+        """Quantize an nn.Linear (or Conv1D); the input dims in outlier_dims stay in float16."""
+        weight = linear_weight(module)
+        if weight is None:
+            raise ValueError(f"module must be an nn.Linear or a transformers Conv1D, got {type(module).__name__}")
+        W = weight.detach().float().contiguous()  # (N, K)
+        outlier_weight = None
+        if outlier_dims is not None and outlier_dims.numel():
+            outlier_dims = outlier_dims.long().unique()
+            if int(outlier_dims.min()) < 0 or int(outlier_dims.max()) >= W.shape[1]:
+                raise ValueError(f"outlier_dims must lie in 0..{W.shape[1] - 1}, got {outlier_dims.tolist()}")
+            if outlier_dims.numel() >= W.shape[1]:
+                raise ValueError("outlier_dims must leave at least one input dimension to quantize")
+            keep = torch.ones(W.shape[1], dtype=torch.bool)
+            keep[outlier_dims] = False
+            outlier_weight = W[:, outlier_dims].half()  # (N, n_out) float16
+            W = W[:, keep].contiguous()  # (N, K - n_out)
+        else:
+            outlier_dims = None
+        packed, state = quantize(W, bits, codebook, blocksize, centered=centered)
+        state.dtype = weight.dtype if weight.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
+        bias = getattr(module, "bias", None)
+        return cls(packed, state, bias, outlier_dims, outlier_weight, backend)
+
+    @property
+    def state(self) -> QuantState:
+        """The QuantState of the k-bit part (shape (out_features, in_features - outliers))."""
+        kept = self.in_features - (0 if self.outlier_dims is None else self.outlier_dims.numel())
+        return QuantState(
+            (self.out_features, kept),
+            self.weight_dtype,
+            self.bits,
+            self.blocksize,
+            self.codebook,
+            self.code,
+            self.absmax,
+            self.offset,
+        )
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The buffers that hold the quantized weight (counted by stored_bits, not as plain tensors)."""
+        names = ("packed", "code", "absmax", "offset", "outlier_dims", "outlier_weight", "kept_dims")
+        return [t for t in (getattr(self, n) for n in names) if t is not None]
+
+    def stored_bits(self) -> int:
+        """Bits of the weight as stored: k-bit codes with scales, float16 outlier columns and their int32 indices."""
+        bits = tensor_bits(self.state)
+        if self.outlier_dims is not None:
+            bits += OUTLIER_BITS * self.outlier_weight.numel() + INDEX_BITS * self.outlier_dims.numel()
+        return bits
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The full (out_features, in_features) float32 weight this layer computes with (pure torch)."""
+        kept = dequantize_reference(self.packed, self.state).float()  # (N, K - n_out)
+        if self.outlier_dims is None:
+            return kept
+        W = kept.new_empty(self.out_features, self.in_features)  # (N, K)
+        W[:, self.kept_dims] = kept
+        W[:, self.outlier_dims] = self.outlier_weight.float()
+        return W
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in_features) -> (..., out_features) in x's dtype."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x must end in in_features={self.in_features}, got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float()  # (M, K)
+        xq = x2 if self.kept_dims is None else x2[:, self.kept_dims]  # (M, K - n_out)
+        fast = self.backend != "reference" and x.device.type == "cpu" and not torch.is_grad_enabled()
+        if fast and xq.shape[0] <= SMALL_BATCH:
+            backend = "auto" if self.backend == "auto" else self.backend
+            y = kernels.gemv(self.packed, self.state, xq.contiguous(), backend=backend)  # (M, N)
+        elif fast:
+            y = F.linear(xq, dequantize(self.packed, self.state).float())  # (M, N)
+        else:
+            y = F.linear(xq, dequantize_reference(self.packed, self.state).float())  # (M, N)
+        if self.outlier_dims is not None:
+            y = y + x2[:, self.outlier_dims] @ self.outlier_weight.float().t()  # (M, N)
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        n_out = 0 if self.outlier_dims is None else self.outlier_dims.numel()
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+            f"codebook={self.codebook}, blocksize={self.blocksize}, outlier_dims={n_out}, backend={self.backend}"
+        )
+
+
+def quantize_model(
+    model: nn.Module,
+    bits: int = 4,
+    codebook: str | Codebook = "nf",
+    blocksize: int | None = 64,
+    *,
+    centered: bool = False,
+    outlier_fraction: float = 0.0,
+    calibration: Iterable[object] | None = None,
+    forward: Callable[[nn.Module, object], object] | None = None,
+    skip: Sequence[str] = ("lm_head",),
+    backend: str = "auto",
+) -> nn.Module:
+    """Replace every nn.Linear / Conv1D of model (in place) by a QuantizedLinear and return the model.
+
+    skip: module names (or name suffixes) left in full precision; the LM head by default, whose weight is usually
+    tied to the embedding. With outlier_fraction > 0, each layer keeps that fraction of its input dimensions (those
+    with the largest mean |x| over the calibration batches, run as forward(model, batch)) in float16.
+    """
+    check_bits(bits)
+    check_blocksize(blocksize)
+    if not isinstance(codebook, Codebook) and codebook not in CODEBOOKS:
+        raise ValueError(f"codebook must be one of {', '.join(CODEBOOKS)} or a Codebook, got {codebook!r}")
+    if backend not in LINEAR_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(LINEAR_BACKENDS)}, got {backend!r}")
+    if not 0.0 <= outlier_fraction < 1.0:
+        raise ValueError(f"outlier_fraction must be in [0, 1), got {outlier_fraction}")
+    if outlier_fraction > 0 and calibration is None:
+        raise ValueError("outlier_fraction > 0 needs calibration batches to measure the hidden-state magnitudes")
+    magnitudes = input_magnitudes(model, calibration, forward) if outlier_fraction > 0 else {}
+
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if linear_weight(module) is not None and not _skipped(name, skip)
+    ]
+    for name, module in targets:
+        dims = top_dims(magnitudes[name], outlier_fraction) if name in magnitudes else None
+        quantized = QuantizedLinear.from_linear(
+            module, bits, codebook, blocksize, centered=centered, outlier_dims=dims, backend=backend
+        )
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)
+    return model
+
+
+def _skipped(name: str, skip: Sequence[str]) -> bool:
+    return any(name == s or name.endswith("." + s) for s in skip)
+
+
+def count_quantized(model: nn.Module) -> int:
+    """Number of QuantizedLinear layers in model."""
+    return sum(isinstance(m, QuantizedLinear) for m in model.modules())
+
+
+def weight_error(model: nn.Module, reference: nn.Module) -> float:
+    """Largest relative Frobenius error ||W_q - W|| / ||W|| over the quantized layers of model vs reference."""
+    worst = 0.0
+    ref_modules = dict(reference.named_modules())
+    for name, module in model.named_modules():
+        if isinstance(module, QuantizedLinear):
+            W = linear_weight(ref_modules[name]).detach().float()
+            worst = max(worst, float((module.dequantized_weight() - W).norm() / W.norm().clamp_min(math.ulp(1.0))))
+    return worst
