@@ -31,7 +31,7 @@ COLUMNS = (
     "effective words",
     "effective words/s",
     "ratio vs gensim",
-    "analogy acc",
+    "analogy acc %",
     "similarity Spearman",
     "top-10 overlap vs gensim",
 )
@@ -42,7 +42,7 @@ GLOVE_COLUMNS = (
     "train s",
     "s/epoch",
     "final J/nonzero",
-    "analogy acc",
+    "analogy acc %",
     "similarity Spearman",
     "top-10 overlap vs gensim",
 )
@@ -83,11 +83,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def quality(model: Any, reference: Any | None) -> dict[str, Any]:
-    """Analogy accuracy, similarity Spearman and (when a reference is given) the top-10 overlap with it."""
+    """Analogy accuracy (%), similarity Spearman and (when a reference is given) the top-10 overlap with it."""
     scores = evaluate(model)
     overlap = "-" if reference is None else neighbour_overlap(model, reference)
     return {
-        "analogy acc": scores.analogy_accuracy,
+        "analogy acc %": 100 * scores.analogy_accuracy,
         "similarity Spearman": scores.similarity_spearman,
         "top-10 overlap vs gensim": overlap,
     }
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             "nonzero X_ij": report.nonzero,
             "train s": report.train_seconds,
             "s/epoch": report.train_seconds / args.glove_epochs,
-            "final J/nonzero": report.losses[-1],
+            "final J/nonzero": f"{report.losses[-1]:.4f}",
             **quality(glove, peer),
         }
         print(
