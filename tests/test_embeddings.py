@@ -30,6 +30,7 @@ from mini_llm.embeddings.vocab import (
     encode_corpus,
     keep_probabilities,
     noise_distribution,
+    split_long_sentences,
 )
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -98,6 +99,13 @@ def test_training_keeps_words_at_the_subsampling_rate() -> None:
     assert model.report.effective_words == pytest.approx(expected, rel=0.03)
     everything = Word2Vec(vector_size=8, min_count=1, sample=0, epochs=1, workers=1).fit(sentences)
     assert everything.report.effective_words == vocab.total
+
+
+def test_long_sentences_are_trained_in_pieces() -> None:
+    offsets = np.array([0, 0, 3, 25_003, 25_004])  # an empty sentence, then 3, 25000 and 1 words
+    np.testing.assert_array_equal(split_long_sentences(offsets, 10_000), [0, 3, 10_003, 20_003, 25_003, 25_004])
+    model = Word2Vec(vector_size=4, min_count=1, sample=0, epochs=1, workers=2).fit([["a", "b", "c"] * 7000])
+    assert model.report.effective_words == 21_000
 
 
 def test_word2vec_is_reproducible_with_one_worker_and_learns_topics() -> None:

@@ -37,7 +37,7 @@ class GloVe(WordVectors):
         alpha: float = 0.75,  # exponent of the weighting function (the paper's 3/4)
         learning_rate: float = 0.05,  # AdaGrad's initial step (glove.c's default)
         epochs: int = 25,  # passes over the nonzero counts
-        workers: int = 3,  # hogwild chunks, run on at most NUMBA_NUM_THREADS threads
+        workers: int = 3,  # hogwild threads (at most NUMBA_NUM_THREADS); 1 makes a seeded run exactly repeatable
         seed: int = 1,  # seeds the initial parameters and the order of the entries
     ) -> None:
         self.vector_size = check_positive_int("vector_size", vector_size)
@@ -62,8 +62,8 @@ class GloVe(WordVectors):
         sentences = check_sentences(sentences)
         vocab = build_vocabulary(sentences, self.min_count)
         corpus, offsets = encode_corpus(sentences, vocab)  # (N,) int32, (S + 1,) int64
-        with numba_threads(self.workers):
-            counts = count_cooccurrences(corpus, offsets, self.window, len(vocab), self.workers)
+        with numba_threads(self.workers) as n_threads:
+            counts = count_cooccurrences(corpus, offsets, self.window, len(vocab), n_threads)
             if len(counts) == 0:
                 raise ValueError(
                     f"sentences have no two vocabulary words in one sentence (min_count={self.min_count}): "
@@ -87,7 +87,7 @@ class GloVe(WordVectors):
             losses = []
             for _ in range(self.epochs):
                 loss = glove_adagrad_epoch(
-                    w, w_ctx, b, b_ctx, *g2, rows, cols, log_x, f_x, self.learning_rate, self.workers
+                    w, w_ctx, b, b_ctx, *g2, rows, cols, log_x, f_x, self.learning_rate, n_threads
                 )
                 if not np.isfinite(loss):
                     raise ValueError(f"GloVe diverged (loss {loss}); lower learning_rate={self.learning_rate}")

@@ -71,6 +71,16 @@ def encode_corpus(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> tupl
     return np.asarray(ids, dtype=np.int32), offsets
 
 
+def split_long_sentences(offsets: np.ndarray, max_words: int) -> np.ndarray:
+    """Sentence offsets with every sentence longer than max_words cut into pieces of at most max_words words."""
+    pieces = [
+        np.arange(start, stop, max_words, dtype=np.int64)
+        for start, stop in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+        if stop > start
+    ]
+    return np.concatenate([*pieces, offsets[-1:]]) if pieces else offsets[-1:].copy()
+
+
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
     """Probability of keeping each word when subsampling frequent words (word2vec.c and gensim's formula).
 

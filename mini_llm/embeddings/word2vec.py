@@ -18,7 +18,10 @@ from mini_llm.embeddings.vocab import (
     encode_corpus,
     keep_thresholds,
     noise_distribution,
+    split_long_sentences,
 )
+
+MAX_SENTENCE_WORDS = 10_000  # longer sentences are trained in pieces (gensim's MAX_WORDS_IN_BATCH)
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Word2Vec(WordVectors):
         alpha: float = 0.025,  # initial learning rate
         min_alpha: float = 0.0001,  # final learning rate (linear decay over all epochs)
         epochs: int = 5,  # passes over the corpus
-        workers: int = 3,  # hogwild chunks, run on at most NUMBA_NUM_THREADS threads
+        workers: int = 3,  # hogwild threads (at most NUMBA_NUM_THREADS); 1 makes a seeded run exactly repeatable
         seed: int = 1,  # seeds the initial vectors and every sentence's random numbers
     ) -> None:
         self.vector_size = check_positive_int("vector_size", vector_size)
@@ -77,6 +80,7 @@ class Word2Vec(WordVectors):
         sentences = check_sentences(sentences)
         vocab = build_vocabulary(sentences, self.min_count)
         corpus, offsets = encode_corpus(sentences, vocab)  # (N,) int32, (S + 1,) int64
+        offsets = split_long_sentences(offsets, MAX_SENTENCE_WORDS)  # empty sentences dropped too
         keep = keep_thresholds(vocab.counts, self.sample)  # (V,)
         noise_thresholds, noise_alias = alias_table(noise_distribution(vocab.counts))  # (V,), (V,)
 
@@ -87,12 +91,12 @@ class Word2Vec(WordVectors):
 
         effective = 0
         start = time.perf_counter()
-        with numba_threads(self.workers):
+        with numba_threads(self.workers) as n_threads:
             for epoch in range(self.epochs):
                 effective += sgns_epoch(
                     syn0, syn1neg, corpus, offsets, keep, noise_thresholds, noise_alias,
                     self.window, self.negative, self.alpha, self.min_alpha, epoch, self.epochs, self.seed,
-                    self.workers,
+                    n_threads,
                 )  # fmt: skip
         seconds = time.perf_counter() - start
 
