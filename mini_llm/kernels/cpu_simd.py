@@ -192,7 +192,14 @@ def _build_kernel(bits: int, mode: str):
         for r in prange(n_rows):
             for bb in range(batch):
                 out[bb, r] = row_dot(
-                    packed, r * row_bytes, flat_x, bb * n_cols, absmax, r * blocks_per_row, blocks_per_row, chunks,
+                    packed,
+                    r * row_bytes,
+                    flat_x,
+                    bb * n_cols,
+                    absmax,
+                    r * blocks_per_row,
+                    blocks_per_row,
+                    chunks,
                     table,
                 )
 

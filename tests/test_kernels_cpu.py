@@ -1,0 +1,139 @@
+"""Numba CPU kernels (portable and AVX-512) against the float64 numpy reference, on random shapes incl. odd sizes."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mini_llm import kernels
+from mini_llm.kernels import cpu, cpu_simd, reference
+from mini_llm.quant import codebook, dequantize, quantize
+
+BACKENDS = ["portable"] + (["simd"] if kernels.HAS_AVX512 else [])
+
+
+def case(bits, name, n_rows, n_cols, blocksize, centered, seed=0):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal(n_rows * n_cols).astype(np.float32)
+    table = codebook(name, bits).values
+    codes, absmax, offset = cpu.quantize(W, table, bits, blocksize, centered)
+    return cpu.pack(codes, bits), table, absmax, offset, codes
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    bits=st.integers(2, 8),
+    name=st.sampled_from(["nf", "int", "float"]),
+    n_rows=st.integers(1, 40),
+    n_cols=st.integers(1, 130),
+    blocksize=st.sampled_from([32, 64, 4096]),
+    centered=st.booleans(),
+    batch=st.integers(1, 3),
+)
+def test_portable_gemv_matches_reference_any_shape(bits, name, n_rows, n_cols, blocksize, centered, batch):
+    packed, table, absmax, offset, codes = case(bits, name, n_rows, n_cols, blocksize, centered)
+    x = np.random.default_rng(1).standard_normal((batch, n_cols)).astype(np.float32)
+    expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
+    got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="portable")
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("name", ["nf", "int"])
+def test_gemv_matches_reference_aligned_shapes(backend, bits, name):
+    if backend == "simd" and cpu_simd.lookup_mode(bits, codebook(name, bits).values) is None:
+        pytest.skip("no SIMD look-up for k >= 6 with a non-affine table (portable kernel serves it)")
+    for n_rows, n_cols, blocksize, centered, batch in [
+        (37, 128, 64, False, 1),
+        (5, 96, 32, True, 3),
+        (9, 64, 4096, False, 2),
+    ]:
+        packed, table, absmax, offset, _ = case(bits, name, n_rows, n_cols, blocksize, centered)
+        x = np.random.default_rng(2).standard_normal((batch, n_cols)).astype(np.float32)
+        expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
+        got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend=backend)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+        vector = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x[0], backend=backend)
+        np.testing.assert_allclose(vector, expected[0], rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    bits=st.integers(2, 8), n=st.integers(1, 5000), blocksize=st.sampled_from([32, 128, 4096]), centered=st.booleans()
+)
+def test_quantize_and_dequantize_match_reference(bits, n, blocksize, centered):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 3
+    table = codebook("nf", bits).values
+    codes, absmax, offset = cpu.quantize(x, table, bits, blocksize, centered)
+    ref_codes, ref_absmax, ref_offset = reference.quantize_reference(x, table, blocksize, centered)
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(absmax, ref_absmax)
+    if centered:
+        np.testing.assert_array_equal(offset, ref_offset)
+    packed = cpu.pack(codes, bits)
+    np.testing.assert_array_equal(packed, reference.pack_reference(codes, bits))
+    np.testing.assert_array_equal(cpu.unpack(packed, bits, n), codes)
+    values = cpu.dequantize(packed, bits, n, table, absmax, offset, blocksize)
+    np.testing.assert_allclose(
+        values, reference.dequantize_reference(codes, table, absmax, offset, blocksize), atol=1e-6
+    )
+
+
+def test_torch_reference_unpack_and_dequantize():
+    packed, table, absmax, offset, codes = case(3, "nf", 7, 45, 32, True)
+    np.testing.assert_array_equal(reference.unpack_torch(torch.from_numpy(packed), 3, codes.size).numpy(), codes)
+    values = reference.dequantize_torch(
+        torch.from_numpy(packed),
+        3,
+        (7, 45),
+        torch.from_numpy(table.copy()),
+        torch.from_numpy(absmax),
+        torch.from_numpy(offset),
+        32,
+    )
+    np.testing.assert_allclose(
+        values.numpy().ravel(), reference.dequantize_reference(codes, table, absmax, offset, 32), atol=1e-6
+    )
+
+
+def test_all_zero_block_quantizes_to_zero():
+    x = np.zeros(64, dtype=np.float32)
+    codes, absmax, _ = cpu.quantize(x, codebook("nf", 4).values, 4, 32)
+    assert absmax.tolist() == [0.0, 0.0]
+    assert np.all(cpu.dequantize(cpu.pack(codes, 4), 4, 64, codebook("nf", 4).values, absmax, None, 32) == 0)
+
+
+def test_gemv_dispatch_by_device_and_state():
+    W = torch.randn(16, 64)
+    packed, state = quantize(W, 4, "nf", 64)
+    x = torch.randn(64)
+    y = kernels.gemv(packed, state, x)
+    expected = reference.gemv_reference(
+        packed.numpy(), 4, (16, 64), state.code.numpy(), state.absmax.numpy(), None, 64, x.numpy()
+    )
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert kernels.gemv(packed, state, x[None].repeat(3, 1)).shape == (3, 16)
+    with pytest.raises(ValueError, match=r"x must have shape \(64,\) or \(B, 64\)"):
+        kernels.gemv(packed, state, torch.randn(63))
+    with pytest.raises(ValueError, match="backend must be one of auto, simd, portable"):
+        kernels.gemv(packed, state, x, backend="gpu")
+    whole = quantize(W, 4, "nf", None)  # one block: the kernel gives every row the same scale
+    np.testing.assert_allclose(kernels.gemv(*whole, x).numpy(), (dequantize(*whole) @ x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_tensors_name_the_future_module():
+    packed, state = quantize(torch.randn(4, 64))
+
+    class FakeCuda:
+        device = torch.device("cuda")
+
+    with pytest.raises(NotImplementedError, match="mini_llm.kernels.cuda"):
+        kernels.gemv(FakeCuda(), state, torch.randn(64))  # type: ignore[arg-type]
+
+
+def test_simd_backend_refuses_cases_it_cannot_serve():
+    packed, table, absmax, offset, _ = case(4, "nf", 3, 50, 32, False)
+    with pytest.raises(ValueError, match="backend 'simd' needs"):
+        cpu.gemv(packed, 4, (3, 50), table, absmax, offset, 32, np.zeros(50, np.float32), backend="simd")
