@@ -1,0 +1,220 @@
+"""k-bit GEMV at batch 1 (decoding one token): mini_llm's Numba kernels against torch and bitsandbytes on the CPU.
+
+For each weight shape (default 4096x4096 and 11008x4096) every kernel computes y = W x once per round, rounds
+interleaved, the median reported. Cold cache: each kernel rotates through copies of its weight that together exceed
+96 MiB (three times the 32 MiB L3), so every call reads its weight from DRAM. The read-bandwidth floor is measured
+by the same script (torch.sum over a 256 MiB buffer): floor ms = bytes a kernel must read / that bandwidth, and
+"% of floor" = floor ms / measured ms. Kernels: torch.mv fp32 and bf16; torch's aten int4 weight-only kernel
+(_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
+_convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm k = 3 (NF3), 4 (NF4, int4), 8 (int8,
+NF8), float32 input and absmax per 64. A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
+
+Both torch and Numba use OpenMP; the script sets OMP_WAIT_POLICY=PASSIVE (unless set) before they load, since
+spinning OpenMP workers cost milliseconds per call when other jobs share the cores.
+
+Run: .venv/bin/python benchmarks/bench_kbit_gemv.py [--threads 2] [--rounds 40] [--shapes 4096x4096 11008x4096]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numba  # noqa: E402
+import torch  # noqa: E402
+from common import (  # noqa: E402
+    busy_note,
+    format_machine,
+    interleaved_rounds,
+    machine_info,
+    markdown_table,
+    median,
+    time_call,
+    torch_threads,
+)
+
+from mini_llm import kernels  # noqa: E402
+from mini_llm.quant import quantize  # noqa: E402
+
+COLUMNS = ("shape", "kernel", "MiB read", "ms (median)", "GB/s", "% of floor", "speed-up vs torch fp32")
+COLD_BYTES = 96 * 2**20  # rotate weight copies until they exceed three times the 32 MiB L3
+FP32 = "torch.mv fp32"
+
+
+def shape_arg(text: str) -> tuple[int, int]:
+    """argparse type: 'NxK' with N >= 1 and K a positive multiple of 64."""
+    try:
+        n, k = (int(v) for v in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"shape must look like 4096x4096, got {text!r}") from error
+    if n < 1 or k < 64 or k % 64:
+        raise argparse.ArgumentTypeError(f"shape needs N >= 1 and K a multiple of 64, got {text!r}")
+    return n, k
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: shapes, rounds, threads, peers."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", type=shape_arg, nargs="+", default=[(4096, 4096), (11008, 4096)])
+    parser.add_argument("--rounds", type=positive_int, default=40, help="timed calls per kernel (median reported)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch and Numba threads")
+    parser.add_argument("--no-peers", action="store_true", help="leave out bitsandbytes")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+class Rotating:
+    """Calls fn(copy) on the next of several weight copies, so that each call reads its weight from DRAM."""
+
+    def __init__(self, make_copy: Callable[[], Any], nbytes: int, fn: Callable[[Any], Any]) -> None:
+        n_copies = max(2, math.ceil(COLD_BYTES / max(nbytes, 1)) + 1)
+        self.copies = [make_copy() for _ in range(n_copies)]
+        self.fn, self.i = fn, 0
+
+    def __call__(self) -> Any:
+        self.i = (self.i + 1) % len(self.copies)
+        return self.fn(self.copies[self.i])
+
+
+def read_bandwidth(threads: int) -> float:
+    """Bytes per second that torch.sum reads from a 256 MiB float32 buffer (median of 15)."""
+    buffer = torch.ones(64 * 2**20)  # 256 MiB
+    buffer.sum()
+    seconds = median([time_call(buffer.sum) for _ in range(15)])
+    return buffer.numel() * 4 / seconds
+
+
+def aten_int4(W: torch.Tensor, group: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (N, K) as torch's CPU int4 pack (asymmetric, groups of 64) and its (K/64, N, 2) bf16 scales and zeros."""
+    N, K = W.shape
+    Wg = W.reshape(N, K // group, group)  # (N, G, 64)
+    hi, lo = Wg.amax(-1, keepdim=True), Wg.amin(-1, keepdim=True)
+    scale = ((hi - lo) / 15).clamp_min(1e-8)  # (N, G, 1)
+    q = ((Wg - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(N, K)
+    zero = lo + 8 * scale  # value = (q - 8) * scale + zero
+    scales_zeros = torch.stack([scale.reshape(N, -1).t(), zero.reshape(N, -1).t()], -1).to(torch.bfloat16)
+    return torch._convert_weight_to_int4pack_for_cpu(q, 2), scales_zeros.contiguous()
+
+
+def bitsandbytes_nf4(W: torch.Tensor) -> tuple[torch.Tensor, Any] | None:
+    """bitsandbytes' NF4 weight repacked for its CPU GEMV, or None when bitsandbytes is missing."""
+    try:
+        import bitsandbytes.functional as bnb_functional
+    except ImportError:
+        return None
+    packed, state = bnb_functional.quantize_4bit(W, blocksize=64, quant_type="nf4")
+    return bnb_functional._convert_weight_packed_for_cpu(packed, state)
+
+
+def candidates(W: torch.Tensor, x: torch.Tensor, peers: bool) -> dict[str, tuple[int, Callable[[], Any], Any]]:
+    """name -> (bytes read per call, timed call, result for the accuracy check)."""
+    N, K = W.shape
+    out: dict[str, tuple[int, Callable[[], Any], Any]] = {}
+
+    def add(name: str, nbytes: int, make_copy: Callable[[], Any], fn: Callable[[Any], Any]) -> None:
+        call = Rotating(make_copy, nbytes, fn)
+        out[name] = (nbytes, call, call())
+
+    add(FP32, 4 * N * K, W.clone, lambda w: torch.mv(w, x))
+    add("torch.mv bf16", 2 * N * K, lambda: W.bfloat16(), lambda w: torch.mv(w, x.bfloat16()))
+    x_bf16 = x.bfloat16().reshape(1, K)
+    add(
+        "aten int4 (bf16 in)",
+        N * K // 2 + 4 * N * K // 64,
+        lambda: aten_int4(W),
+        lambda p: torch._weight_int4pack_mm_for_cpu(x_bf16, p[0], 64, p[1]).reshape(-1),
+    )
+    if peers and (bnb := bitsandbytes_nf4(W)) is not None:
+        import bitsandbytes.functional as bnb_functional
+
+        add(
+            "bitsandbytes nf4 (bf16 in)",
+            N * K // 2 + 2 * N * K // 64,
+            lambda: (bnb[0].clone(), bnb[1]),
+            lambda p: bnb_functional.gemv_4bit(x_bf16, p[0], state=p[1]).reshape(-1),
+        )
+    for bits, book, label in [
+        (3, "nf", "NF3"),
+        (4, "nf", "NF4"),
+        (4, "int", "int4"),
+        (8, "int", "int8"),
+        (8, "nf", "NF8"),
+    ]:
+        packed, state = quantize(W, bits, book, 64)
+        nbytes = packed.numel() + 4 * state.absmax.numel()
+        add(f"mini_llm k={bits} {label}", nbytes, lambda p=packed: p.clone(), lambda p, s=state: kernels.gemv(p, s, x))
+    return out
+
+
+def quantize_throughput(seed: int) -> float:
+    """Parameters per second of quantize(W, 4, 'nf', 64) for a 4096x4096 float32 matrix (median of 3, after warm-up)."""
+    W = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(seed))
+    quantize(W, 4, "nf", 64)
+    return W.numel() / median([time_call(lambda: quantize(W, 4, "nf", 64)) for _ in range(3)])
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark, print the machine, the table and the quantization line; return the table's rows."""
+    args = parse_args(argv)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    rows: list[dict[str, Any]] = []
+    with torch_threads(args.threads), torch.no_grad():
+        info = machine_info()
+        info["numba threads"] = numba.get_num_threads()
+        info["AVX-512 kernels"] = kernels.HAS_AVX512
+        print(format_machine(info))
+        note = busy_note(info)
+        if note is not None:
+            print(note)
+        bandwidth = read_bandwidth(args.threads)
+        print(f"read bandwidth (torch.sum over 256 MiB, {args.threads} threads): {bandwidth / 1e9:.1f} GB/s")
+        generator = torch.Generator().manual_seed(args.seed)
+        for N, K in args.shapes:
+            W = torch.randn(N, K, generator=generator) * 0.02  # (N, K)
+            x = torch.randn(K, generator=generator)  # (K,)
+            found = candidates(W, x, peers=not args.no_peers)
+            exact = (W.double() @ x.double()).float()
+            seconds = interleaved_rounds({name: call for name, (_, call, _) in found.items()}, args.rounds)
+            fp32_ms = 1e3 * median(seconds[FP32])
+            for name, (nbytes, _, result) in found.items():
+                ms = 1e3 * median(seconds[name])
+                rel_err = float((result.float() - exact).norm() / exact.norm())
+                rows.append(
+                    {
+                        "shape": f"{N}x{K}",
+                        "kernel": name,
+                        "MiB read": nbytes / 2**20,
+                        "ms (median)": ms,
+                        "GB/s": nbytes / (ms * 1e-3) / 1e9,
+                        "% of floor": 100 * (nbytes / bandwidth) / (ms * 1e-3),
+                        "speed-up vs torch fp32": fp32_ms / ms,
+                        "relative error": rel_err,
+                    }
+                )
+        print(
+            f"cold cache (weight copies > {COLD_BYTES // 2**20} MiB rotated), batch 1, {args.rounds} rounds, "
+            "interleaved; relative error = ||y - W x|| / ||W x|| against float64"
+        )
+        print(markdown_table(rows, COLUMNS + ("relative error",)))
+        if args.shapes == [(4096, 4096), (11008, 4096)] or 4096 in (k for _, k in args.shapes):
+            rate = quantize_throughput(args.seed)
+            print(f"quantize NF4 4096x4096 (blocks of 64): {rate / 1e6:.0f} M params/s")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
