@@ -73,14 +73,14 @@ class CharGPTPreset:
 
 PRESETS: dict[str, CharGPTPreset] = {
     "tiny": CharGPTPreset(
-        description="2 layers x 64 wide, context 64, 300 steps: about a minute on 2 CPU cores",
+        description="2 layers x 64 wide, context 64, 3000 steps of 16 sequences: about 3 minutes on 2 CPU cores",
         n_layer=2,
         n_head=4,
         n_embd=64,
         block_size=64,
         trainer=TrainerConfig(
-            max_steps=300, batch_size=32, lr=3e-3, warmup_steps=30, min_lr=3e-4, weight_decay=0.1,
-            eval_interval=50, eval_batches=10, checkpoint_interval=100,
+            max_steps=3000, batch_size=16, lr=7e-3, warmup_steps=300, min_lr=7e-4, betas=(0.9, 0.99),
+            weight_decay=0.1, eval_interval=250, eval_batches=20, checkpoint_interval=1000,
         ),
     ),
     "small": CharGPTPreset(
