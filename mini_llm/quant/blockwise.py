@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mini_llm import kernels
 from mini_llm.kernels import cpu, reference
 from mini_llm.quant.checks import check_bits, check_blocksize, check_weight
 from mini_llm.quant.codebooks import Codebook, codebook
@@ -70,20 +71,13 @@ def _resolve_codebook(
 
 
 def dequantize(packed: torch.Tensor, state: QuantState) -> torch.Tensor:
-    """The tensor (state.shape, state.dtype) that packed codes stand for; ValueError when they do not match state."""
+    """The tensor (state.shape, state.dtype) that packed codes stand for, on packed's device; ValueError on mismatch."""
     if not isinstance(state, QuantState):
         raise ValueError(f"state must be a QuantState, got {type(state).__name__}")
     state.validate(packed)
-    values = cpu.dequantize(
-        packed.detach().cpu().contiguous().numpy(),
-        state.bits,
-        state.numel,
-        state.code.numpy(),
-        state.absmax.numpy(),
-        None if state.offset is None else state.offset.numpy(),
-        state.effective_blocksize,
-    )
-    return torch.from_numpy(values).reshape(state.shape).to(state.dtype)
+    if packed.device.type not in ("cpu", "cuda"):  # no fast kernel there: the pure-torch path
+        return dequantize_reference(packed, state)
+    return kernels.dequantize(packed.detach(), state)  # Numba on the CPU, Triton on CUDA
 
 
 def dequantize_reference(packed: torch.Tensor, state: QuantState) -> torch.Tensor:

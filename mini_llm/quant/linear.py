@@ -1,9 +1,9 @@
 """QuantizedLinear (k-bit weights, optional 16-bit outlier columns) and quantize_model for any torch model.
 
 Works on every nn.Linear and on transformers' GPT-2 Conv1D (the same map with the weight stored transposed).
-The forward pass picks, per call: the Numba GEMV for up to SMALL_BATCH rows of input on the CPU, dequantize-then-
-matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path for backend='reference',
-for other devices, and where gradients are needed.
+The forward pass picks, per call: the fused k-bit GEMV for up to SMALL_BATCH rows of input (Numba on the CPU,
+Triton on CUDA), dequantize-then-matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path
+for backend='reference', for other devices, and where gradients are needed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from mini_llm import kernels
 from mini_llm.quant.accounting import tensor_bits
-from mini_llm.quant.blockwise import dequantize, dequantize_reference, quantize
+from mini_llm.quant.blockwise import dequantize_reference, quantize
 from mini_llm.quant.checks import check_bits, check_blocksize
 from mini_llm.quant.codebooks import CODEBOOKS, Codebook
 from mini_llm.quant.outliers import input_magnitudes, top_dims
@@ -117,7 +117,7 @@ class QuantizedLinear(nn.Module):
         packed, state = quantize(W, bits, codebook, blocksize, centered=centered)
         state.dtype = weight.dtype if weight.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
         bias = getattr(module, "bias", None)
-        return cls(packed, state, bias, outlier_dims, outlier_weight, backend)
+        return cls(packed, state, bias, outlier_dims, outlier_weight, backend).to(weight.device)  # on W's device
 
     @property
     def state(self) -> QuantState:
@@ -163,12 +163,13 @@ class QuantizedLinear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
         xq = x2 if self.kept_dims is None else x2[:, self.kept_dims]  # (M, K - n_out)
-        fast = self.backend != "reference" and x.device.type == "cpu" and not torch.is_grad_enabled()
+        on_gpu = x.device.type == "cuda"
+        fast = self.backend != "reference" and (on_gpu or x.device.type == "cpu") and not torch.is_grad_enabled()
         if fast and xq.shape[0] <= SMALL_BATCH:
-            backend = "auto" if self.backend == "auto" else self.backend
+            backend = "auto" if on_gpu else self.backend  # simd / portable name CPU kernels
             y = kernels.gemv(self.packed, self.state, xq.contiguous(), backend=backend)  # (M, N)
         elif fast:
-            y = F.linear(xq, dequantize(self.packed, self.state).float())  # (M, N)
+            y = F.linear(xq, kernels.dequantize(self.packed, self.state, torch.float32))  # (M, N)
         else:
             y = F.linear(xq, dequantize_reference(self.packed, self.state).float())  # (M, N)
         if self.outlier_dims is not None:

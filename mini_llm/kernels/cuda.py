@@ -1,0 +1,237 @@
+"""Triton GPU kernels for the k-bit layout of mini_llm.kernels.reference: dequantize, batch-1 GEMV, small-batch GEMM.
+
+Design (one program per tile of weight rows, the weight streamed once from memory):
+- bits: 8 consecutive codes of k bits fill exactly k bytes, so a "group" of 8 codes is read as k byte loads that are
+  assembled into one big-endian word (uint32 for k <= 4, uint64 above); code j of the group is
+  (word >> k * (7 - j)) & (2**k - 1), constant shifts for every k in 2..8. Rows start on a group when K % 8 == 0;
+  other shapes take a per-code path (two bytes around the code's first bit) that handles any alignment;
+- scales: value = code[c] * absmax[block] (+ offset[block]) with the 2**k-entry table read through the L1 cache;
+  the block index is col // BLOCKSIZE + row * blocks_per_row when blocks do not straddle rows (K % BLOCKSIZE == 0);
+- accumulation is float32: batch 1 multiplies the dequantized tile by x and sums rows (memory-bound GEMV); small
+  batches dequantize a (BLOCK_N, BLOCK_K) tile and call tl.dot (K, N tiles >= 16 as the tensor cores require).
+
+The launchers accept tensors on any device: CUDA tensors run compiled (with autotuned tile sizes), CPU tensors only
+make sense when TRITON_INTERPRET=1 was set before this module was imported (the tests run it that way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+GEMV_DEFAULT = {"BLOCK_N": 4, "BLOCK_K": 256}  # tile of the batch-1 kernel off the autotuner (interpreter)
+DOT_DEFAULT = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}  # tile of the small-batch kernel off the autotuner
+DEQUANT_BLOCK = 1024  # elements per program of the dequantize kernel (a multiple of 8)
+DOT_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+
+GEMV_CONFIGS = [
+    triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
+    for n, k, w in [(2, 512, 4), (2, 1024, 4), (4, 256, 4), (4, 512, 4), (8, 256, 4), (8, 512, 8), (16, 256, 8)]
+]
+DOT_CONFIGS = [
+    triton.Config({"BLOCK_M": 16, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    for n, k, w, s in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3)]
+]
+
+
+@triton.jit
+def _group_codes(packed_ptr, byte_start, gmask, K_BITS: tl.constexpr):
+    """Codes (R, G, 8) int32 of the groups whose first byte is byte_start (R, G); masked groups read as 0."""
+    if K_BITS <= 4:
+        word = tl.zeros(byte_start.shape, tl.uint32)  # (R, G) k bytes, first byte most significant
+    else:
+        word = tl.zeros(byte_start.shape, tl.uint64)
+    for c in tl.static_range(K_BITS):
+        byte = tl.load(packed_ptr + byte_start + c, mask=gmask, other=0)  # (R, G) uint8
+        word = (word << 8) | byte.to(word.dtype)
+    shifts = (K_BITS * (7 - tl.arange(0, 8))).to(word.dtype)  # (8,) code j sits k * (7 - j) bits up
+    return ((word[:, :, None] >> shifts[None, None, :]) & ((1 << K_BITS) - 1)).to(tl.int32)
+
+
+@triton.jit
+def _tile_codes(packed_ptr, rows, k0, K, n_bytes, rmask, K_BITS: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, ALIGNED: tl.constexpr):
+    """Codes (BLOCK_N, BLOCK_K) int32 of weight rows (BLOCK_N,) and columns k0 .. k0 + BLOCK_K of a packed (N, K)."""
+    if ALIGNED:  # K % 8 == 0: every row starts on a group of 8 codes = K_BITS bytes
+        groups = k0 // 8 + tl.arange(0, BLOCK_K // 8)  # (G,)
+        row_bytes = rows.to(tl.int64) * (K // 8 * K_BITS)  # (BLOCK_N,) int64 first byte of each row
+        start = row_bytes[:, None] + groups[None, :] * K_BITS  # (BLOCK_N, G)
+        gmask = rmask[:, None] & (groups < K // 8)[None, :]  # (BLOCK_N, G)
+        codes = _group_codes(packed_ptr, start, gmask, K_BITS)  # (BLOCK_N, G, 8)
+        return tl.reshape(codes, (BLOCK_N, BLOCK_K))  # (BLOCK_N, BLOCK_K)
+    else:  # any K: each code from the two bytes that hold its first bit
+        cols = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+        mask = rmask[:, None] & (cols < K)[None, :]  # (BLOCK_N, BLOCK_K)
+        bit = (rows.to(tl.int64)[:, None] * K + cols[None, :]) * K_BITS  # (BLOCK_N, BLOCK_K) int64
+        byte = bit >> 3
+        hi = tl.load(packed_ptr + byte, mask=mask, other=0).to(tl.int32)
+        lo = tl.load(packed_ptr + byte + 1, mask=mask & (byte + 1 < n_bytes), other=0).to(tl.int32)
+        shift = 16 - K_BITS - (bit & 7).to(tl.int32)  # (BLOCK_N, BLOCK_K)
+        return (((hi << 8) | lo) >> shift) & ((1 << K_BITS) - 1)
+
+
+@triton.jit
+def _tile_values(code_ptr, absmax_ptr, offset_ptr, codes, rows, cols, mask, K, blocks_per_row,
+                 BLOCKSIZE: tl.constexpr, ONE_BLOCK: tl.constexpr, ROW_BLOCKS: tl.constexpr,
+                 HAS_OFFSET: tl.constexpr):
+    """Float32 weights (BLOCK_N, BLOCK_K) = code[codes] * absmax[block] (+ offset[block]); 0 where masked."""
+    if ONE_BLOCK:
+        block = tl.zeros(codes.shape, tl.int32)  # (BLOCK_N, BLOCK_K) one scale for the whole tensor
+    elif ROW_BLOCKS:  # blocks never straddle rows
+        block = rows[:, None] * blocks_per_row + (cols // BLOCKSIZE)[None, :]  # (BLOCK_N, BLOCK_K)
+    else:
+        block = (rows.to(tl.int64)[:, None] * K + cols[None, :]) // BLOCKSIZE  # (BLOCK_N, BLOCK_K) int64
+    table = tl.load(code_ptr + codes, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_K)
+    scale = tl.load(absmax_ptr + block, mask=mask, other=0.0).to(tl.float32)
+    values = table * scale
+    if HAS_OFFSET:
+        values += tl.load(offset_ptr + block, mask=mask, other=0.0).to(tl.float32)
+    return values
+
+
+@triton.jit
+def dequantize_kernel(packed_ptr, code_ptr, absmax_ptr, offset_ptr, out_ptr, n, n_bytes,
+                      K_BITS: tl.constexpr, BLOCKSIZE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                      HAS_OFFSET: tl.constexpr, BLOCK: tl.constexpr):
+    """out[i] = code[c_i] * absmax[i // BLOCKSIZE] (+ offset) for the flat stream of n codes, BLOCK per program."""
+    pid = tl.program_id(0).to(tl.int64)
+    groups = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)  # (G,) int64
+    start = groups * K_BITS  # (G,) first byte of each group
+    codes = _group_codes(packed_ptr, start[None, :], (start < n_bytes)[None, :], K_BITS)  # (1, G, 8)
+    codes = tl.reshape(codes, (BLOCK,))  # (BLOCK,)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) int64 flat element index
+    mask = idx < n
+    if ONE_BLOCK:
+        block = tl.zeros((BLOCK,), tl.int32)
+    else:
+        block = idx // BLOCKSIZE  # (BLOCK,)
+    values = tl.load(code_ptr + codes, mask=mask, other=0.0) * tl.load(absmax_ptr + block, mask=mask, other=0.0)
+    if HAS_OFFSET:
+        values += tl.load(offset_ptr + block, mask=mask, other=0.0)
+    tl.store(out_ptr + idx, values.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gemv_kernel(packed_ptr, code_ptr, absmax_ptr, offset_ptr, x_ptr, y_ptr, N, K, n_bytes, blocks_per_row,
+                stride_x, stride_y, K_BITS: tl.constexpr, BLOCKSIZE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                ROW_BLOCKS: tl.constexpr, HAS_OFFSET: tl.constexpr, ALIGNED: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """y[b, rows] = W[rows] @ x[b] for one tile of BLOCK_N rows (program axis 0) and one input row b (axis 1)."""
+    b = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    rmask = rows < N
+    acc = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+        cmask = cols < K
+        mask = rmask[:, None] & cmask[None, :]  # (BLOCK_N, BLOCK_K)
+        codes = _tile_codes(packed_ptr, rows, k0, K, n_bytes, rmask, K_BITS, BLOCK_N, BLOCK_K, ALIGNED)
+        w = _tile_values(code_ptr, absmax_ptr, offset_ptr, codes, rows, cols, mask, K, blocks_per_row,
+                         BLOCKSIZE, ONE_BLOCK, ROW_BLOCKS, HAS_OFFSET)  # (BLOCK_N, BLOCK_K)
+        xv = tl.load(x_ptr + b * stride_x + cols, mask=cmask, other=0.0).to(tl.float32)  # (BLOCK_K,)
+        acc += w * xv[None, :]
+    tl.store(y_ptr + b * stride_y + rows, tl.sum(acc, axis=1), mask=rmask)
+
+
+@triton.jit
+def gemm_kernel(packed_ptr, code_ptr, absmax_ptr, offset_ptr, x_ptr, y_ptr, M, N, K, n_bytes, blocks_per_row,
+                stride_x, stride_y, K_BITS: tl.constexpr, BLOCKSIZE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                ROW_BLOCKS: tl.constexpr, HAS_OFFSET: tl.constexpr, ALIGNED: tl.constexpr,
+                DOT_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """y[m, n] = x[m] @ W[n] for a (BLOCK_M, BLOCK_N) tile: dequantized weight tiles, tl.dot, float32 accumulation."""
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) weight rows = output columns
+    ms = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) input rows
+    rmask, mmask = rows < N, ms < M
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+        cmask = cols < K
+        mask = rmask[:, None] & cmask[None, :]  # (BLOCK_N, BLOCK_K)
+        codes = _tile_codes(packed_ptr, rows, k0, K, n_bytes, rmask, K_BITS, BLOCK_N, BLOCK_K, ALIGNED)
+        w = _tile_values(code_ptr, absmax_ptr, offset_ptr, codes, rows, cols, mask, K, blocks_per_row,
+                         BLOCKSIZE, ONE_BLOCK, ROW_BLOCKS, HAS_OFFSET)  # (BLOCK_N, BLOCK_K)
+        xt = tl.load(x_ptr + ms.to(tl.int64)[:, None] * stride_x + cols[None, :],
+                     mask=mmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_K)
+        acc = tl.dot(xt.to(DOT_DTYPE), tl.trans(w.to(DOT_DTYPE)), acc)  # (BLOCK_M, BLOCK_N)
+    out = y_ptr + ms.to(tl.int64)[:, None] * stride_y + rows[None, :]
+    tl.store(out, acc, mask=mmask[:, None] & rmask[None, :])
+
+
+gemv_autotuned = triton.autotune(GEMV_CONFIGS, key=["N", "K", "K_BITS", "ALIGNED"])(gemv_kernel)
+gemm_autotuned = triton.autotune(DOT_CONFIGS, key=["N", "K", "K_BITS", "ALIGNED"])(gemm_kernel)
+
+
+def _state_tensors(state: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """code, absmax and offset (absmax again as a dummy pointer when absent) as float32 on device, contiguous."""
+    code = state.code.to(device=device, dtype=torch.float32).contiguous()
+    absmax = state.absmax.to(device=device, dtype=torch.float32).contiguous()
+    offset = absmax if state.offset is None else state.offset.to(device=device, dtype=torch.float32).contiguous()
+    return code, absmax, offset
+
+
+def _block_args(state: Any, numel: int, n_cols: int | None = None) -> dict[str, Any]:
+    """The scale-indexing constexprs: BLOCKSIZE, ONE_BLOCK, HAS_OFFSET and (with n_cols) ROW_BLOCKS."""
+    blocksize = numel if state.blocksize is None else int(state.blocksize)
+    one = blocksize >= numel
+    args = {"BLOCKSIZE": 1 if one else blocksize, "ONE_BLOCK": one, "HAS_OFFSET": state.offset is not None}
+    if n_cols is not None:
+        args["ROW_BLOCKS"] = not one and n_cols % blocksize == 0
+    return args
+
+
+def dequantize(packed: torch.Tensor, state: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The (state.shape) tensor in dtype (default state.dtype) that packed k-bit codes stand for, on packed's device."""
+    shape = tuple(state.shape)
+    n = 1
+    for d in shape:
+        n *= d
+    out = torch.empty(n, dtype=state.dtype if dtype is None else dtype, device=packed.device)  # (n,)
+    code, absmax, offset = _state_tensors(state, packed.device)
+    packed = packed.contiguous()
+    grid = (triton.cdiv(n, DEQUANT_BLOCK),)
+    dequantize_kernel[grid](
+        packed, code, absmax, offset, out, n, packed.numel(), K_BITS=state.bits, BLOCK=DEQUANT_BLOCK,
+        **_block_args(state, n),
+    )
+    return out.reshape(shape)
+
+
+def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, small_batch: str = "dot") -> torch.Tensor:
+    """y = W @ x in float32 for x (K,) -> (N,) or (B, K) -> (B, N); B > 1 uses tl.dot unless small_batch='gemv'."""
+    n_rows, n_cols = (int(d) for d in state.shape)
+    squeeze = x.ndim == 1
+    x2 = (x.reshape(1, -1) if squeeze else x).contiguous()  # (B, K)
+    if x2.dtype not in DOT_DTYPES:
+        x2 = x2.float()
+    batch = x2.shape[0]
+    y = torch.empty(batch, n_rows, dtype=torch.float32, device=x2.device)  # (B, N)
+    code, absmax, offset = _state_tensors(state, packed.device)
+    packed = packed.contiguous()
+    blocks = _block_args(state, n_rows * n_cols, n_cols)
+    per_row = n_cols // blocks["BLOCKSIZE"] if blocks["ROW_BLOCKS"] else 0
+    common = (packed, code, absmax, offset, x2, y)
+    flags = {"K_BITS": state.bits, "ALIGNED": n_cols % 8 == 0, **blocks}
+    tuned = packed.device.type == "cuda"
+    if batch == 1 or small_batch == "gemv":
+        kernel = gemv_autotuned if tuned else gemv_kernel
+
+        def grid(meta: dict[str, Any]) -> tuple[int, int]:
+            return (triton.cdiv(n_rows, meta["BLOCK_N"]), batch)
+
+        extra = {} if tuned else GEMV_DEFAULT
+        kernel[grid](*common, n_rows, n_cols, packed.numel(), per_row, x2.stride(0), y.stride(0), **flags, **extra)
+    else:
+        kernel = gemm_autotuned if tuned else gemm_kernel
+
+        def grid(meta: dict[str, Any]) -> tuple[int, int]:
+            return (triton.cdiv(n_rows, meta["BLOCK_N"]), triton.cdiv(batch, meta["BLOCK_M"]))
+
+        extra = {} if tuned else DOT_DEFAULT
+        kernel[grid](
+            *common, batch, n_rows, n_cols, packed.numel(), per_row, x2.stride(0), y.stride(0),
+            DOT_DTYPE=DOT_DTYPES[x2.dtype], **flags, **extra,
+        )
+    return y.reshape(n_rows) if squeeze else y
