@@ -5,6 +5,7 @@ A run directory holds four files:
 - ``tokenizer.json``          the character vocabulary (``CharTokenizer``)
 - ``config.json``             preset name, GPTConfig, TrainerConfig, data sizes and the training summary
 - ``history.csv``             one row per step: step, lr, train_loss, grad_norm, eval_loss, eval_perplexity
+and, when ``keep_steps`` asks for them, ``weights_step<NNNNNN>.safetensors``: the model weights after that step.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
 
 from mini_llm import __version__
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.train import BatchFn, TokenBatches, Trainer, TrainerConfig, load_model_weights, next_token_loss
+
+KEPT_WEIGHTS = "weights_step{step:06d}.safetensors"  # weight snapshots kept at intermediate steps
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
@@ -50,6 +55,7 @@ class CharGPTPreset:
     block_size: int  # context length T in characters
     trainer: TrainerConfig  # optimisation settings (max_steps, batch size, learning rate, ...)
     dropout: float = 0.0  # dropout probability inside the model
+    name: str | None = None  # recorded in config.json for a preset passed as an object (None: "custom")
 
     def gpt_config(self, vocab_size: int) -> GPTConfig:
         """The model's GPTConfig for a vocabulary of ``vocab_size`` ids."""
@@ -122,6 +128,13 @@ def get_preset(name: str) -> CharGPTPreset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def _resolve_preset(preset: str | CharGPTPreset) -> tuple[str, CharGPTPreset]:
+    """(name recorded in config.json, preset) for a preset name or a CharGPTPreset object."""
+    if isinstance(preset, CharGPTPreset):
+        return preset.name or "custom", preset
+    return preset, get_preset(preset)
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -238,11 +251,10 @@ def _batches(data: CharData, block_size: int) -> tuple[TokenBatches, TokenBatche
 
 
 def _start_trainer(
-    out_dir: Path, preset_name: str, data: CharData, max_steps: int | None, seed: int | None, progress: bool,
-    device: torch.device,
+    out_dir: Path, preset_name: str, preset: CharGPTPreset, data: CharData, max_steps: int | None, seed: int | None,
+    progress: bool, device: torch.device,
 ) -> Trainer:
     """A new trainer for a fresh run in out_dir, with its tokenizer.json and config.json written."""
-    preset = get_preset(preset_name)
     model_config = preset.gpt_config(data.tokenizer.vocab_size)
     seed = 0 if seed is None else seed
     trainer_config = preset.trainer_config(
@@ -250,14 +262,16 @@ def _start_trainer(
     )
     model = build_model(model_config, seed).to(device)
     (out_dir / HISTORY_FILE).unlink(missing_ok=True)  # a history of an earlier run must not sit beside this one
+    for kept in out_dir.glob(KEPT_WEIGHTS.replace("{step:06d}", "*")):  # nor its weight snapshots
+        kept.unlink()
     data.tokenizer.save(out_dir / TOKENIZER_FILE)
     _write_json(out_dir / CONFIG_FILE, _run_config(preset_name, model_config, trainer_config, data))
     return Trainer(model, trainer_config, *_batches(data, model_config.block_size))
 
 
 def _resume_trainer(
-    out_dir: Path, preset_name: str, data: CharData, max_steps: int | None, seed: int | None, progress: bool,
-    device: torch.device,
+    out_dir: Path, preset_name: str, preset: CharGPTPreset, data: CharData, max_steps: int | None, seed: int | None,
+    progress: bool, device: torch.device,
 ) -> Trainer:
     """A trainer continuing the run saved in out_dir; ValueError if it was another preset or other data."""
     saved = read_run_config(out_dir)
@@ -280,7 +294,7 @@ def _resume_trainer(
 
 
 def train_char_gpt(
-    preset: str = "tiny",
+    preset: str | CharGPTPreset = "tiny",
     out_dir: str | os.PathLike = "runs/tiny",
     max_steps: int | None = None,
     seed: int | None = None,
@@ -289,17 +303,20 @@ def train_char_gpt(
     resume: bool = False,
     overwrite: bool = False,
     log: Log | None = None,
+    keep_steps: Sequence[int] = (),
 ) -> tuple[GPT, CharTokenizer, list[dict[str, Any]]]:
     """Train the preset's char-level GPT and write checkpoint, tokenizer, config and history into ``out_dir``.
 
     ``max_steps`` overrides the preset's (the warm-up scales with it); ``seed`` (default 0) decides the initial
     weights and the batches. ``resume=True`` continues the checkpoint in out_dir exactly (same preset and seed); a
     larger ``max_steps`` then trains on at the final learning rate. Without resume or ``overwrite``, an out_dir that
-    holds a checkpoint is refused (FileExistsError). ``log`` receives one-line progress messages.
+    holds a checkpoint is refused (FileExistsError). ``log`` receives one-line progress messages. ``preset`` is a
+    name in PRESETS or a CharGPTPreset. For each step in ``keep_steps`` the weights after that step are kept in
+    ``weights_step<NNNNNN>.safetensors`` (see ``save_weights``; steps already passed when resuming are not redone).
     Returns (model in eval mode, tokenizer, history).
     """
     say = log or (lambda message: None)
-    get_preset(preset)
+    preset_name, preset_obj = _resolve_preset(preset)
     torch_device = check_device(device)
     out = Path(out_dir)
     checkpoint = out / CHECKPOINT_FILE
@@ -314,14 +331,21 @@ def train_char_gpt(
     say(f"data: {CORPUS}: {len(data.train):,} training and {len(data.val):,} validation characters, "
         f"vocabulary {data.tokenizer.vocab_size:,} (<unk> included)")
     start_or_resume = _resume_trainer if resume else _start_trainer
-    trainer = start_or_resume(out, preset, data, max_steps, seed, progress, torch_device)
+    trainer = start_or_resume(out, preset_name, preset_obj, data, max_steps, seed, progress, torch_device)
     model, config = trainer.model, trainer.model.config
-    say(f"model: preset {preset!r}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+    say(f"model: preset {preset_name!r}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
         f"context {config.block_size}, {model.num_params() / 1e6:.2f} M parameters; "
         f"{trainer.config.max_steps} steps of {trainer.config.batch_size} sequences on {torch_device}"
         + (f", resuming after step {trainer.step}" if resume else ""))
 
     start = time.perf_counter()
+    for step in sorted(set(keep_steps)):
+        if step > trainer.config.max_steps:
+            continue
+        if step > trainer.step:
+            trainer.train(until=step)
+        if step == trainer.step and not (out / KEPT_WEIGHTS.format(step=step)).is_file():
+            save_weights(trainer.model, out / KEPT_WEIGHTS.format(step=step), {"step": step})
     history = trainer.train()
     seconds = time.perf_counter() - start
     summary = _summary(trainer, seconds, torch_device)
@@ -331,6 +355,32 @@ def train_char_gpt(
     run_config["training"] = summary
     _write_json(out / CONFIG_FILE, run_config)
     return model.eval(), data.tokenizer, history
+
+
+def save_weights(model: GPT, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
+    """Write the model's weights alone (tied tensors once) to a safetensors file, atomically, with JSON ``info``."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    metadata = {"mini_llm": json.dumps({"format": "mini_llm.charlm.weights/1", "model": asdict(model.config)}
+                                       | (info or {}))}
+    save_model(model, str(partial), metadata=metadata)
+    os.replace(partial, path)
+    return path
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """The model (eval mode) and the JSON info of a file written by ``save_weights``; ValueError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            info = json.loads((file.metadata() or {})["mini_llm"])
+        model = GPT(GPTConfig(**info["model"]))
+        load_model(model, str(path))
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path} is not a weights file written by mini_llm.charlm.save_weights: {error}") from error
+    return model.to(check_device(device)).eval(), info
 
 
 def _summary(trainer: Trainer, seconds: float, device: torch.device) -> dict[str, Any]:

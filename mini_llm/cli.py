@@ -1,4 +1,4 @@
-"""The ``mini-llm`` command: ``mini-llm train`` and ``mini-llm generate`` for the char-level GPT on People's Daily.
+"""The ``mini-llm`` command: ``train`` / ``generate`` a char-level GPT on People's Daily, ``zoo`` and ``sweep``.
 
 User errors (bad flags, a missing or corrupt run directory, a prompt the model cannot read) print one
 ``mini-llm <command>: error: ...`` line on stderr and give exit status 2; no traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -66,6 +67,74 @@ def preset_name(text: str) -> str:
     return text
 
 
+def comma_list(parse: Callable[[str], object], what: str) -> Callable[[str], tuple]:
+    """An argparse type for a comma-separated list whose items ``parse`` reads (ValueError: not one of them)."""
+
+    def read(text: str) -> tuple:
+        from mini_llm.scaling.sweep import parse_list
+
+        try:
+            return parse_list(text, parse, what)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    return read
+
+
+def _sweep_bits(text: str) -> int:
+    """k in 2..8, or 16 for the baseline."""
+    if text not in {str(k) for k in range(2, 9)} | {"16"}:
+        raise ValueError(f"bits must be integers in 2..8 or 16 (the 16-bit baseline), got {text!r}")
+    return int(text)
+
+
+def _codebook(text: str) -> str:
+    """A codebook name of mini_llm.quant."""
+    from mini_llm.quant import CODEBOOKS
+
+    if text not in CODEBOOKS:
+        raise ValueError(f"codebooks must be among {', '.join(CODEBOOKS)}, got {text!r}")
+    return text
+
+
+def _outliers(text: str) -> bool:
+    """'yes' or 'no'."""
+    if text not in ("no", "yes"):
+        raise ValueError(f"outliers must be no, yes or no,yes, got {text!r}")
+    return text == "yes"
+
+
+def _embedding(text: str) -> str:
+    """'quantized' or '16bit'."""
+    from mini_llm.scaling.sweep import EMBEDDINGS
+
+    if text not in EMBEDDINGS:
+        raise ValueError(f"embedding must be among {', '.join(EMBEDDINGS)}, got {text!r}")
+    return text
+
+
+def _seed_item(text: str) -> int:
+    """A seed in a comma list."""
+    try:
+        return seed_value(text)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"seeds {error}") from error
+
+
+def _blocksize(text: str) -> int | None:
+    """A block size for the sweep."""
+    from mini_llm.scaling.sweep import parse_blocksize
+
+    return parse_blocksize(text)
+
+
+def _fraction(text: str) -> object:
+    """A share of the token budget at which weights were kept."""
+    from mini_llm.scaling.zoo import parse_fraction
+
+    return parse_fraction(text)
+
+
 def _preset_help() -> str:
     """One line per preset for --help."""
     from mini_llm.charlm import PRESETS
@@ -84,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(commands)
     _add_generate(commands)
+    _add_zoo(commands)
+    _add_sweep(commands)
     return parser
 
 
@@ -120,6 +191,63 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=seed_value, default=None, help="seed for sampling (default: random)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
     gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def _add_zoo_selection(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by the zoo and sweep commands: which models, and where they are cached."""
+    parser.add_argument("--preset-set", default="main",
+                        help="main (the zoo of the book) or test (seconds; default main)")
+    parser.add_argument("--sizes", type=comma_list(str, "--sizes"), default=None,
+                        help="comma-separated sizes such as 2x64,3x80 (default: all of the set; see zoo list)")
+    parser.add_argument("--seeds", type=comma_list(_seed_item, "--seeds"), default=None,
+                        help="comma-separated seeds for every chosen size (default: each size's planned seeds)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="cache root; the zoo lives in <cache>/zoo/<set> (default: $MINI_LLM_CACHE, else "
+                             "~/.cache/mini_llm)")
+
+
+def _add_zoo(commands: argparse._SubParsersAction) -> None:
+    """The ``zoo train`` and ``zoo list`` subcommands."""
+    zoo = commands.add_parser("zoo", help="train or list the model zoo of the scaling experiment",
+                              description="The model zoo: char-level GPTs of several sizes, one recipe.")
+    actions = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="train the zoo (resumes; finished models are skipped)",
+                               description="Train the zoo's models into the cache; run it again to resume.")
+    _add_zoo_selection(train)
+    train.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    listing = actions.add_parser("list", help="the plan: sizes, parameters, tokens, estimated time, status",
+                                 description="Print the zoo plan and what is in the cache.")
+    _add_zoo_selection(listing)
+
+
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    """The ``sweep`` subcommand's flags."""
+    sweep = commands.add_parser(
+        "sweep", help="quantize every kept zoo checkpoint in many ways and measure it",
+        description="k-bit sweep over the zoo's kept checkpoints: one CSV row per run, appended; rows already in "
+                    "--out are skipped, so an interrupted sweep resumes.",
+    )
+    sweep.add_argument("--out", type=Path, required=True, help="CSV file to append to, e.g. results/kbit_sweep.csv")
+    _add_zoo_selection(sweep)
+    sweep.add_argument("--fractions", type=comma_list(_fraction, "--fractions"), default=None,
+                       help="budget shares of the kept checkpoints, from 1/8,1/4,1/2,1 (default: all)")
+    sweep.add_argument("--bits", type=comma_list(_sweep_bits, "--bits"), default=None,
+                       help="k values from 2..8, and 16 for the baseline (default: 2,3,4,5,6,7,8,16)")
+    sweep.add_argument("--codebooks", type=comma_list(_codebook, "--codebooks"), default=None,
+                       help="from int,float,dynamic,quantile,nf (default: all)")
+    sweep.add_argument("--blocksizes", type=comma_list(_blocksize, "--blocksizes"), default=None,
+                       help="'tensor' (one block) or powers of two in 32..4096 (default: tensor,1024,256,64)")
+    sweep.add_argument("--outliers", type=comma_list(_outliers, "--outliers"), default=None,
+                       help="no, yes or no,yes: keep outlier input dimensions in 16 bit (default: no,yes)")
+    sweep.add_argument("--embedding", type=comma_list(_embedding, "--embedding"), default=None,
+                       help="quantized and/or 16bit: how the tied embedding matrix is stored (default: quantized)")
+    sweep.add_argument("--eval-windows", type=positive_int, default=None,
+                       help="held-out windows of context length (default 64)")
+    sweep.add_argument("--outlier-fraction", type=probability, default=None,
+                       help="share of input dimensions kept in 16 bit with outliers (default 0.02)")
+    sweep.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: every core)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _error(command: str, message: str) -> int:
@@ -193,6 +321,75 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_jobs(args: argparse.Namespace) -> list:
+    """The zoo jobs the selection flags ask for (ValueError for an unknown set or size)."""
+    from mini_llm.scaling.zoo import plan
+
+    return plan(args.preset_set, args.sizes, args.seeds)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    """``mini-llm zoo list`` / ``mini-llm zoo train``."""
+    from mini_llm.scaling.zoo import plan_table, train_zoo, zoo_dir
+
+    command = f"zoo {args.zoo_command}"
+    try:
+        jobs = _zoo_jobs(args)
+        where = zoo_dir(args.cache_dir, args.preset_set)
+    except ValueError as error:
+        return _error(command, str(error))
+    print(f"zoo {args.preset_set!r} in {where}")
+    print(plan_table(jobs, args.cache_dir))
+    if args.zoo_command == "list":
+        return 0
+    start = time.perf_counter()
+    try:
+        train_zoo(jobs, args.cache_dir, progress=not args.no_progress, log=print, threads=args.threads)
+    except (OSError, ValueError) as error:
+        return _error(command, str(error))
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"zoo trained in {(time.perf_counter() - start) / 60:.1f} min; "
+          f"next: {PROG} sweep --preset-set {args.preset_set} --out results/<name>.csv")
+    return 0
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """``mini-llm sweep``: quantize the kept checkpoints and append the rows to --out."""
+    from mini_llm.scaling.sweep import EVAL_WINDOWS, OUTLIER_FRACTION, SweepGrid, run_sweep
+    from mini_llm.scaling.zoo import zoo_checkpoints, zoo_dir
+
+    axes = {"bits": args.bits, "codebooks": args.codebooks, "blocksizes": args.blocksizes,
+            "outliers": args.outliers, "embeddings": args.embedding}
+    try:
+        grid = SweepGrid(**{name: value for name, value in axes.items() if value is not None})
+        jobs = _zoo_jobs(args)
+        checkpoints = zoo_checkpoints(jobs, args.cache_dir, args.fractions)
+        where = zoo_dir(args.cache_dir, args.preset_set)
+    except ValueError as error:
+        return _error("sweep", str(error))
+    if not checkpoints:
+        return _error("sweep", f"no kept checkpoints of the chosen models in {where}; train them first with: "
+                               f"{PROG} zoo train --preset-set {args.preset_set}"
+                               + (f" --cache-dir {args.cache_dir}" if args.cache_dir else ""))
+    start = time.perf_counter()
+    try:
+        written = run_sweep(
+            args.out, checkpoints, grid, eval_windows=args.eval_windows or EVAL_WINDOWS,
+            outlier_fraction=args.outlier_fraction or OUTLIER_FRACTION, threads=args.threads,
+            progress=not args.no_progress, log=print,
+        )
+    except (OSError, ValueError) as error:
+        return _error("sweep", str(error))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the rows so far are in {args.out}; run the same command again to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"wrote {written} rows to {args.out} in {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]); return the exit status."""
     parser = build_parser()
@@ -202,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if args.command == "train":
         return run_train(args)
+    if args.command == "zoo":
+        return run_zoo(args)
+    if args.command == "sweep":
+        return run_sweep_command(args)
     try:
         return run_generate(args)
     except KeyboardInterrupt:
