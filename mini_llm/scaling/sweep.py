@@ -136,7 +136,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     for i in range(0, len(x), batch_size):
         logits = model(x[i : i + batch_size]).logits  # (B, T, V)
         target = y[i : i + batch_size]  # (B, T)
-        loss_sum += F.cross_entropy(logits.flatten(0, 1).double(), target.flatten(), reduction="sum").item()
+        loss_sum += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum").item()  # float32 sum
         correct += int((logits.argmax(dim=-1) == target).sum())
     model.train(was_training)
     loss = loss_sum / y.numel()
