@@ -269,6 +269,10 @@ def test_the_sweep_resumes_by_skipping_rows_already_written(swept, tmp_path):
     redone = {tuple(r.values())[:19] for r in analysis.load_results(copy)}
     assert redone == {tuple(r.values())[:19] for r in analysis.load_results(out)}  # same configurations and tokens
     assert len(analysis.load_results(copy)) == 9
+    text = copy.read_text(encoding="utf-8")
+    copy.write_text(text[: text.rindex("\n", 0, -1) + 1] + "test,1x16,0,1", encoding="utf-8")  # a crash mid-row
+    assert sweep.run_sweep(copy, checkpoints, GRID, eval_windows=8, threads=1, progress=False) == 1
+    assert len(analysis.load_results(copy)) == 9
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(ValueError, match="columns differ"):

@@ -215,6 +215,16 @@ def _key(checkpoint: ZooCheckpoint, config: QuantConfig, outlier_fraction: float
     )
 
 
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line that a crash left without its newline (its run is redone)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
 def _done_keys(path: Path) -> set[tuple]:
     """Keys of the rows already in a sweep CSV; ValueError if the file is not one."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -274,6 +284,7 @@ def run_sweep(
         raise ValueError(f"eval_windows must be >= 1, got {eval_windows!r}")
     path = Path(out)
     done = _done_keys(path)
+    _drop_partial_line(path)
     configs = grid.configs()
     todo = []
     for checkpoint in checkpoints:
