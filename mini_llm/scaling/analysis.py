@@ -177,6 +177,15 @@ def _from_metric(values: np.ndarray, metric: str) -> np.ndarray:
     return np.exp(values) if metric == "perplexity" else 100.0 * (1.0 - values)
 
 
+def _order(value: Any) -> tuple:
+    """Sort key for group values: None (whole tensor) first, then numbers in order, then text."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, int | float):
+        return (1, value)
+    return (2, str(value))
+
+
 def fit(
     rows: Sequence[Row], metric: str = "perplexity", by: str = "bits", irreducible: float | str = 0.0
 ) -> dict[Any, PowerLawFit]:
@@ -191,7 +200,7 @@ def fit(
     for row in rows:
         groups.setdefault(row[by], []).append(row)
     fits = {}
-    for value, group in sorted(groups.items(), key=lambda item: str(item[0])):
+    for value, group in sorted(groups.items(), key=lambda item: _order(item[0])):
         x = [row["total_bits"] for row in group]
         if len(set(x)) < (3 if irreducible == "fit" else 2):
             continue
@@ -265,7 +274,7 @@ def plot_bit_scaling(
     groups: dict[Any, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row[by], []).append(i)
-    for n, (value, index) in enumerate(sorted(groups.items(), key=lambda item: str(item[0]))):
+    for n, (value, index) in enumerate(sorted(groups.items(), key=lambda item: _order(item[0]))):
         color = f"C{n % 10}"
         x = np.array([rows[i]["total_bits"] for i in index], dtype=float)
         ax.scatter(x, _from_metric(values[index], metric), color=color, s=18, label=_label(by, value))
