@@ -33,7 +33,7 @@ GEMV_CONFIGS = [
 ]
 DOT_CONFIGS = [
     triton.Config({"BLOCK_M": 16, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for n, k, w, s in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3)]
+    for n, k, w, s in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (128, 64, 4, 2), (128, 128, 8, 2)]
 ]
 
 
