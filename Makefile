@@ -33,7 +33,7 @@ lab: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_gpt_training.py
 	$(BIN)/python benchmarks/bench_kv_cache.py
-	$(BIN)/python benchmarks/bench_kbit_gemv.py
+	$(BIN)/python benchmarks/bench_kbit_gemv.py --csv results/kbit_gemv_cpu.csv
 	$(BIN)/python benchmarks/bench_word2vec.py
 
 # The browser check of the built site (after `make book`): headless Chromium from Debian's packages.

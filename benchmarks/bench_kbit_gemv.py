@@ -8,11 +8,16 @@ by the same script (torch.sum over a 256 MiB buffer): floor ms = bytes a kernel 
 (_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
 _convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm k = 3 (NF3), 4 (NF4, int4), 8 (int8,
 NF8), float32 input and absmax per 64. A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
+The compute ceiling for a roofline is measured too: float32 GFLOP/s of torch.mm on two 2048x2048 matrices
+(the fastest of 10 calls).
+``--csv PATH`` also writes the table as CSV, headed by comment lines (``# key: value``) with the command, the
+machine, the read bandwidth and the matmul ceiling; the book reads results/kbit_gemv_cpu.csv written this way.
 
 Both torch and Numba use OpenMP; the script sets OMP_WAIT_POLICY=PASSIVE (unless set) before they load, since
 spinning OpenMP workers cost milliseconds per call when other jobs share the cores.
 
 Run: .venv/bin/python benchmarks/bench_kbit_gemv.py [--threads 2] [--rounds 40] [--shapes 4096x4096 11008x4096]
+     [--csv results/kbit_gemv_cpu.csv]
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import csv  # noqa: E402
 import math  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numba  # noqa: E402
@@ -74,6 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=positive_int, default=2, help="torch and Numba threads")
     parser.add_argument("--no-peers", action="store_true", help="leave out bitsandbytes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the table as CSV to PATH")
     return parser.parse_args(argv)
 
 
@@ -96,6 +105,28 @@ def read_bandwidth(threads: int) -> float:
     buffer.sum()
     seconds = median([time_call(buffer.sum) for _ in range(15)])
     return buffer.numel() * 4 / seconds
+
+
+def matmul_flops(size: int = 2048) -> float:
+    """Float32 FLOP/s of torch.mm on two size x size matrices (fastest of 10, after a warm-up): the compute ceiling.
+
+    A ceiling is what the machine can do, so the fastest call counts, not the median a busy machine drags down.
+    """
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=generator), torch.randn(size, size, generator=generator)
+    torch.mm(a, b)
+    return 2 * size**3 / min(time_call(lambda: torch.mm(a, b)) for _ in range(10))
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> None:
+    """rows as CSV (full float precision) after one '# key: value' comment line per header entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        for key, value in header.items():
+            f.write(f"# {key}: {value}\n")
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def aten_int4(W: torch.Tensor, group: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             print(note)
         bandwidth = read_bandwidth(args.threads)
         print(f"read bandwidth (torch.sum over 256 MiB, {args.threads} threads): {bandwidth / 1e9:.1f} GB/s")
+        flops = matmul_flops()
+        print(f"compute ceiling (torch.mm fp32 2048x2048, {args.threads} threads): {flops / 1e9:.0f} GFLOP/s")
         generator = torch.Generator().manual_seed(args.seed)
         for N, K in args.shapes:
             W = torch.randn(N, K, generator=generator) * 0.02  # (N, K)
@@ -213,6 +246,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if args.shapes == [(4096, 4096), (11008, 4096)] or 4096 in (k for _, k in args.shapes):
             rate = quantize_throughput(args.seed)
             print(f"quantize NF4 4096x4096 (blocks of 64): {rate / 1e6:.0f} M params/s")
+        if args.csv is not None:
+            header = {
+                "command": "python benchmarks/bench_kbit_gemv.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                "machine": format_machine(info).removeprefix("machine: "),
+                "read bandwidth GB/s": f"{bandwidth / 1e9:.2f}",
+                "fp32 matmul GFLOP/s": f"{flops / 1e9:.1f}",
+                "rounds": args.rounds,
+                "cold cache": f"weight copies > {COLD_BYTES // 2**20} MiB rotated",
+            }
+            write_csv(args.csv, rows, header)
+            print(f"wrote {args.csv}")
     return rows
 
 

@@ -82,3 +82,28 @@ def test_kv_cache_rejects_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
     bench = load("bench_kv_cache", monkeypatch)
     with pytest.raises(SystemExit):
         bench.main(["--block-size", "32", "--prompt-len", "16", "--new-tokens", "17"])
+
+
+def test_kbit_gemv_table_and_csv(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bench = load("bench_kbit_gemv", monkeypatch)
+    monkeypatch.setattr(bench, "COLD_BYTES", 2**16)  # a few weight copies: the smoke test checks the plumbing only
+    monkeypatch.setattr(bench, "matmul_flops", lambda size=64: 1e9)
+    monkeypatch.setattr(bench, "read_bandwidth", lambda threads: 1e10)
+    out_csv = tmp_path / "results" / "gemv.csv"
+    rows = bench.main(["--shapes", "64x128", "--rounds", "1", "--threads", "1", "--no-peers", "--csv", str(out_csv)])
+    out = capsys.readouterr().out
+
+    kernels_run = [row["kernel"] for row in rows]
+    assert kernels_run[0] == bench.FP32 and "mini_llm k=4 NF4" in kernels_run
+    assert all(row["relative error"] < 0.5 for row in rows)
+    assert table_lines(out)[0] == list(bench.COLUMNS + ("relative error",))
+
+    lines = out_csv.read_text(encoding="utf-8").splitlines()
+    comments = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
+    assert comments["read bandwidth GB/s"] == "10.00" and comments["fp32 matmul GFLOP/s"] == "1.0"
+    assert comments["command"].endswith(f"--csv {out_csv}")
+    body = [line for line in lines if not line.startswith("#")]
+    assert body[0].split(",") == list(rows[0])
+    assert len(body) == 1 + len(rows)
