@@ -24,6 +24,7 @@ from common import (
     machine_info,
     markdown_table,
     median,
+    positive_int,
     torch_threads,
 )
 
@@ -32,14 +33,6 @@ from mini_llm.nn import GPT, GPTConfig
 COLUMNS = ("model", "params", "tokens/s (median)", "ratio vs transformers")
 MINI_LLM = "mini_llm GPT"
 TRANSFORMERS = "transformers GPT2LMHeadModel"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -43,6 +43,7 @@ from common import (  # noqa: E402
     machine_info,
     markdown_table,
     median,
+    positive_int,
     time_call,
     torch_threads,
 )
@@ -64,14 +65,6 @@ def shape_arg(text: str) -> tuple[int, int]:
     if n < 1 or k < 64 or k % 64:
         raise argparse.ArgumentTypeError(f"shape needs N >= 1 and K a multiple of 64, got {text!r}")
     return n, k
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

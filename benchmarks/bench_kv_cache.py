@@ -24,6 +24,7 @@ from common import (
     machine_info,
     markdown_table,
     median,
+    positive_int,
     torch_threads,
 )
 
@@ -32,14 +33,6 @@ from mini_llm.nn import GPT, GPTConfig
 
 COLUMNS = ("new tokens", "no cache tokens/s", "KV cache tokens/s", "speed-up")
 PEER_COLUMNS = ("transformers no cache tokens/s", "transformers KV cache tokens/s", "transformers speed-up")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

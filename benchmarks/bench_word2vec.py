@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import busy_note, format_machine, machine_info, markdown_table
+from common import busy_note, format_machine, machine_info, markdown_table, positive_int
 
 from mini_llm.data import load_people_daily
 from mini_llm.embeddings import GloVe, Word2Vec, evaluate, neighbour_overlap
@@ -50,14 +50,6 @@ MINI_LLM = "mini_llm Word2Vec"
 MINI_LLM_RESEEDED = "mini_llm Word2Vec, seed + 1"
 GENSIM = "gensim Word2Vec"
 GLOVE = "mini_llm GloVe"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -5,6 +5,7 @@ The scripts import this module as ``common``: running ``python benchmarks/NAME.p
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -162,3 +163,11 @@ def hf_gpt2_like(model: torch.nn.Module) -> torch.nn.Module:
     }
     peer.load_state_dict(state, strict=True)
     return peer.train(model.training)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
