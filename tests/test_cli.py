@@ -1,7 +1,5 @@
 """The `mini-llm` command: train writes a usable run directory, generate reproduces, user errors are one line."""
 
-import contextlib
-import io
 import json
 import math
 import shutil
@@ -11,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_main
 
 from mini_llm import charlm
 from mini_llm.charlm import (
@@ -29,21 +28,7 @@ from mini_llm.train import Trainer, TrainerConfig
 RUN_FILES = ("checkpoint.safetensors", "tokenizer.json", "config.json", "history.csv")
 
 
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """main(argv) with its stdout and stderr captured (usable in module-scoped fixtures, unlike capsys)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and then a busy machine does not slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,7 @@ import torch
 from mini_llm.generate import generate, generate_seq2seq, sample_next_token, top_k_filter, top_p_filter
 from mini_llm.nn import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and then a busy machine does not slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ from mini_llm.nn import (
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and then a busy machine does not slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(**overrides) -> GPT:

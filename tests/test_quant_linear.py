@@ -8,13 +8,7 @@ import torch
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.quant import QuantizedLinear, count_quantized, model_bits, quantize_model, weight_error
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt() -> GPT:

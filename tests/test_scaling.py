@@ -1,9 +1,7 @@
 """mini_llm.scaling: the zoo's size rules, training with kept weights and exact resume, the sweep's rows and bit
 accounting, fits on synthetic data, CSV validation, and the zoo / sweep commands."""
 
-import contextlib
 import csv
-import io
 import math
 import shutil
 from fractions import Fraction
@@ -13,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_runner import run_main
 from safetensors.torch import load_file
 
 from mini_llm.charlm import load_weights, prepare_data
-from mini_llm.cli import main
 from mini_llm.nn import GPT
 from mini_llm.quant import count_quantized
 from mini_llm.scaling import analysis, sweep, zoo
@@ -25,21 +23,7 @@ from mini_llm.train import Trainer
 TEST_SIZE = "1x16"
 
 
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """main(argv) with stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine then does not slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def closed_form_non_embedding(n_layer: int, n_embd: int) -> int:
