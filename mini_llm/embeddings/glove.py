@@ -10,7 +10,7 @@ import numpy as np
 
 from mini_llm.embeddings.cooccurrence import Cooccurrence, count_cooccurrences
 from mini_llm.embeddings.glove_kernels import glove_adagrad_epoch, glove_weight
-from mini_llm.embeddings.keyed_vectors import WordVectors, check_number, check_positive_int
+from mini_llm.embeddings.keyed_vectors import WordVectors, check_number, check_positive_int, check_seed
 from mini_llm.embeddings.threads import numba_threads
 from mini_llm.embeddings.vocab import build_vocabulary, check_sentences, encode_corpus
 
@@ -48,9 +48,7 @@ class GloVe(WordVectors):
         self.learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True)
         self.epochs = check_positive_int("epochs", epochs)
         self.workers = check_positive_int("workers", workers)
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.vectors = None
         self.cooccurrence: Cooccurrence | None = None
         self.counts: np.ndarray | None = None  # (V,) word counts in the training corpus

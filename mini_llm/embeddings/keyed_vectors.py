@@ -26,6 +26,13 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def check_seed(seed: object) -> int:
+    """seed as an int >= 0; ValueError naming the argument otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
 def check_number(name: str, value: object, low: float, high: float = float("inf"), low_open: bool = False) -> float:
     """value as a float in [low, high] (or (low, high] when low_open); TypeError/ValueError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mini_llm.embeddings.keyed_vectors import WordVectors, check_number, check_positive_int
+from mini_llm.embeddings.keyed_vectors import WordVectors, check_number, check_positive_int, check_seed
 from mini_llm.embeddings.sgns import sgns_epoch
 from mini_llm.embeddings.threads import numba_threads
 from mini_llm.embeddings.vocab import (
@@ -67,9 +67,7 @@ class Word2Vec(WordVectors):
         self.min_alpha = check_number("min_alpha", min_alpha, 0.0, self.alpha)
         self.epochs = check_positive_int("epochs", epochs)
         self.workers = check_positive_int("workers", workers)
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.vectors = None
         self.output_vectors: np.ndarray | None = None  # (V, D) syn1neg, the vectors of predicted words
         self.counts: np.ndarray | None = None  # (V,) word counts in the training corpus
