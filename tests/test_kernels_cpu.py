@@ -1,5 +1,9 @@
 """Numba CPU kernels (portable and AVX-512) against the float64 numpy reference, on random shapes incl. odd sizes."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -51,12 +55,56 @@ def test_gemv_matches_reference_aligned_shapes(backend, bits, name):
         (9, 64, 4096, False, 2),
     ]:
         packed, table, absmax, offset, _ = case(bits, name, n_rows, n_cols, blocksize, centered)
+        if backend == "simd" and not cpu.simd_applies(bits, (n_rows, n_cols), table, blocksize):
+            continue  # the byte-plane look-up (k >= 6, non-affine) needs K and blocksize multiples of 64
         x = np.random.default_rng(2).standard_normal((batch, n_cols)).astype(np.float32)
         expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
         got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend=backend)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
         vector = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x[0], backend=backend)
         np.testing.assert_allclose(vector, expected[0], rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.skipif(not cpu_simd.HAS_VBMI, reason="the byte-plane look-up needs AVX-512 VBMI")
+@pytest.mark.parametrize("bits", [6, 7, 8])
+@pytest.mark.parametrize("name", ["nf", "float"])
+def test_byte_plane_lookup_matches_reference(bits, name):
+    table = codebook(name, bits).values
+    assert cpu_simd.lookup_mode(bits, table) == "bytes"
+    assert sorted(cpu_simd.BYTE_LANE_ORDER.tolist()) == list(range(64))
+    for n_rows, n_cols, blocksize, centered, batch in [
+        (37, 128, 64, False, 1),
+        (5, 256, 128, True, 3),
+        (3, 64, 4096, False, 2),  # one block spans several rows
+        (11, 192, 64, True, 1),
+        (2, 512, 512, False, 4),
+    ]:
+        packed, table, absmax, offset, _ = case(bits, name, n_rows, n_cols, blocksize, centered, seed=bits)
+        assert cpu.simd_applies(bits, (n_rows, n_cols), table, blocksize)
+        x = np.random.default_rng(3).standard_normal((batch, n_cols)).astype(np.float32)
+        expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
+        got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="simd")
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    # blocks of 32, or K not a multiple of 64: the portable kernel serves them
+    assert not cpu.simd_applies(bits, (4, 96), table, 32)
+    assert not cpu.simd_applies(bits, (4, 96), table, 96 * 4)
+    assert not cpu.simd_applies(bits, (4, 128), table, 32)
+
+
+def test_no_avx512_switch_selects_portable_kernels():
+    code = (
+        "import numpy as np; from mini_llm.kernels import cpu, cpu_simd, reference;"
+        "from mini_llm.quant import codebook;"
+        "assert not cpu_simd.HAS_AVX512 and not cpu_simd.HAS_VBMI;"
+        "t = codebook('nf', 8).values; rng = np.random.default_rng(0);"
+        "W = rng.standard_normal(9 * 128).astype(np.float32); x = rng.standard_normal(128).astype(np.float32);"
+        "c, a, o = cpu.quantize(W, t, 8, 64); p = cpu.pack(c, 8);"
+        "assert not cpu.simd_applies(8, (9, 128), t, 64);"
+        "e = reference.gemv_reference(p, 8, (9, 128), t, a, o, 64, x);"
+        "np.testing.assert_allclose(cpu.gemv(p, 8, (9, 128), t, a, o, 64, x), e, rtol=1e-4, atol=1e-4)"
+    )
+    env = dict(os.environ, MINI_LLM_NO_AVX512="1")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
 
 
 @settings(max_examples=20, deadline=None)

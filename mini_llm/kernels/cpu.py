@@ -253,11 +253,17 @@ def dequantize(
 
 
 def simd_applies(bits: int, shape: tuple[int, int], table: np.ndarray, blocksize: int) -> bool:
-    """Whether the AVX-512 GEMV handles this case: the CPU has it, rows are whole 32-element chunks, blocks align
-    with rows (blocksize divides K, or K divides blocksize), and the table fits a register permute or is affine."""
+    """Whether the AVX-512 GEMV handles this case: the CPU has it, the table fits a register look-up or is affine,
+    rows are whole chunks (32 codes, 64 for the byte-plane look-up of k >= 6), and blocks align with rows (blocksize
+    divides K, or K divides blocksize) and hold whole chunks."""
     n_cols = shape[1]
-    aligned = n_cols % 32 == 0 and (n_cols % blocksize == 0 or blocksize % n_cols == 0)
-    return cpu_simd.HAS_AVX512 and aligned and cpu_simd.lookup_mode(bits, table) is not None
+    mode = cpu_simd.lookup_mode(bits, table) if cpu_simd.HAS_AVX512 else None
+    if mode is None:
+        return False
+    chunk = cpu_simd.chunk_codes(mode)
+    if n_cols % chunk != 0:
+        return False
+    return blocksize % n_cols == 0 or (n_cols % blocksize == 0 and blocksize % chunk == 0)
 
 
 def gemv(
@@ -287,7 +293,8 @@ def gemv(
     if backend == "simd" and not use_simd:
         raise ValueError(
             "backend 'simd' needs a CPU with AVX-512, K a multiple of 32, blocks aligned with rows and bits <= 5 "
-            f"(or an affine int table); got bits={bits}, shape={shape}, blocksize={blocksize}, "
+            "or an affine int table (k >= 6 with another table: AVX-512 VBMI, K and blocksize multiples of 64); "
+            f"got bits={bits}, shape={shape}, blocksize={blocksize}, "
             f"AVX-512={cpu_simd.HAS_AVX512}"
         )
     out = np.empty((x2.shape[0], n_rows), dtype=np.float32)  # (B, N)

@@ -7,6 +7,9 @@ Here a Numba ``@intrinsic`` emits the whole row loop as explicit 16-lane vectors
   byte shuffle and a per-lane shift of the 4*k bytes that hold 32 codes;
 - look-up: a table of up to 16 values sits in one register and ``vpermps`` picks 16 values at once; 32 values
   (k = 5) use the two-register ``vpermi2ps``; an affine table (the int codebook) is ``code * step + base``;
+  a table of up to 256 values (k = 6..8, e.g. NF8) is split into its 4 byte planes (byte j of every float32),
+  each looked up for 64 codes at once by the byte permute ``vpermi2b`` (128 entries per two registers, the
+  code's top bit picking one of two halves), and the 4 planes are interleaved back into float32 (AVX-512 VBMI);
 - each block accumulates code values times x in two vector registers, scaled by the block's absmax at its end.
 
 Used only when the CPU reports AVX-512F (``HAS_AVX512``; set MINI_LLM_NO_AVX512=1 to turn it off); the portable
@@ -37,17 +40,33 @@ def _host_has_avx512() -> bool:
 
 HAS_AVX512 = _host_has_avx512()
 
+
+def _host_has_vbmi() -> bool:
+    """True when the AVX-512 kernels are on and the CPU also has AVX-512 VBMI (the byte permute vpermi2b)."""
+    if not HAS_AVX512:
+        return False
+    try:
+        return bool(llvm_binding.get_host_cpu_features().get("avx512vbmi", False))
+    except RuntimeError:
+        return False
+
+
+HAS_VBMI = _host_has_vbmi()
+
 _F32 = ir.FloatType()
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _V16F = ir.VectorType(_F32, 16)
 _V16I = ir.VectorType(_I32, 16)
+_V64B = ir.VectorType(_I8, 64)
+_V32H = ir.VectorType(ir.IntType(16), 32)
 
 
 def lookup_mode(bits: int, table: np.ndarray) -> str | None:
     """How the SIMD kernel looks codes up: 'affine' (evenly spaced table), 'permute' (<= 16 values),
-    'permute2' (32 values), or None (k >= 6 with an arbitrary table: left to the portable kernel)."""
+    'permute2' (32 values), 'bytes' (k >= 6 with an arbitrary table, on a CPU with AVX-512 VBMI), or None
+    (left to the portable kernel)."""
     table = np.asarray(table, dtype=np.float64)
     steps = np.diff(table)
     if np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0:
@@ -56,7 +75,32 @@ def lookup_mode(bits: int, table: np.ndarray) -> str | None:
         return "permute"
     if bits == 5:
         return "permute2"
+    if HAS_VBMI:
+        return "bytes"
     return None
+
+
+def chunk_codes(mode: str) -> int:
+    """Codes the kernel decodes per step: 64 for the byte-plane look-up, 32 otherwise."""
+    return 64 if mode == "bytes" else 32
+
+
+def _byte_lane_order() -> np.ndarray:
+    """order[16 * v + lane] = which of 64 codes the byte-plane look-up leaves in lane `lane` of float32 vector v.
+
+    The 4 planes are interleaved with in-lane unpacks (bytes to words, words to dwords), which keep every 128-bit
+    lane apart; x is permuted the same way instead of shuffling the weights back.
+    """
+    codes = np.arange(64).reshape(4, 16)  # (128-bit lane, byte in lane)
+    halves = [codes[:, :8], codes[:, 8:]]  # unpack lo / hi bytes: 8 words per lane
+    vectors = []
+    for words in halves:  # (4, 8) codes as 16-bit words
+        vectors.append(words[:, :4].reshape(-1))  # unpack lo words: 4 dwords per lane
+        vectors.append(words[:, 4:].reshape(-1))
+    return np.concatenate(vectors)
+
+
+BYTE_LANE_ORDER = _byte_lane_order()  # (64,)
 
 
 def kernel_table(bits: int, table: np.ndarray, mode: str) -> np.ndarray:
@@ -64,6 +108,9 @@ def kernel_table(bits: int, table: np.ndarray, mode: str) -> np.ndarray:
     table = np.asarray(table, dtype=np.float32)
     if mode == "affine":
         return np.array([table[0], (float(table[-1]) - float(table[0])) / (table.size - 1)], dtype=np.float32)
+    if mode == "bytes":  # (4, 256) byte planes, plane j = byte j (little-endian) of each float32, held as float32
+        padded = np.concatenate([table, np.zeros(256 - table.size, dtype=np.float32)])
+        return np.ascontiguousarray(padded.view(np.uint8).reshape(256, 4).T).reshape(-1).view(np.float32)
     size = 16 if mode == "permute" else 32
     return np.concatenate([table, np.zeros(size - table.size, dtype=np.float32)])
 
@@ -94,11 +141,63 @@ def _decode_general(builder: ir.IRBuilder, raw: ir.Value, bits: int, half: int) 
     return builder.and_(word, ir.Constant(_V16I, [(1 << bits) - 1] * 16))
 
 
+def _unpack_lanes(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, width: int, high: bool) -> ir.Value:
+    """x86 unpack lo/hi within each 128-bit lane of two vectors of `width` lanes (punpck[lh]bw / punpck[lh]wd)."""
+    per_lane = width // 4  # elements per 128-bit lane
+    first = per_lane // 2 if high else 0
+    mask = []
+    for lane in range(4):
+        for i in range(first, first + per_lane // 2):
+            mask += [lane * per_lane + i, width + lane * per_lane + i]
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, width), mask))
+
+
+def _codes64(builder: ir.IRBuilder, pk: ir.Value, byte: ir.Value, bits: int) -> ir.Value:
+    """The 64 codes (<64 x i8>) that start at packed[byte]: one load at k = 8, two general decodes below."""
+    if bits == 8:
+        return _vector_load(builder, pk, byte, _V64B)
+    parts = []
+    for half in range(2):
+        start = builder.add(byte, ir.Constant(_I64, 4 * bits * half))
+        raw = _vector_load(builder, pk, start, ir.VectorType(_I8, 4 * bits))
+        for quarter in range(2):
+            parts.append(builder.trunc(_decode_general(builder, raw, bits, quarter), ir.VectorType(_I8, 16)))
+    lo = builder.shuffle_vector(parts[0], parts[1], ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    hi = builder.shuffle_vector(parts[2], parts[3], ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+
+
+def _byte_lookup(
+    builder: ir.IRBuilder, permute_b: ir.Function, planes: list[ir.Value], codes: ir.Value, bits: int
+) -> list[ir.Value]:
+    """table[code] for 64 codes as 4 <16 x float> vectors, lanes in BYTE_LANE_ORDER.
+
+    planes[4 * j + q] holds bytes 64q .. 64q+63 of byte plane j; vpermi2b looks 64 codes up in 128 entries (two
+    registers) by their low 7 bits, and at k = 8 the top bit (the sign of the byte) picks the upper half.
+    """
+    top = builder.icmp_signed("<", codes, ir.Constant(_V64B, [0] * 64)) if bits == 8 else None
+    looked = []
+    for j in range(4):
+        value = builder.call(permute_b, [planes[4 * j], codes, planes[4 * j + 1]])
+        if top is not None:
+            upper = builder.call(permute_b, [planes[4 * j + 2], codes, planes[4 * j + 3]])
+            value = builder.select(top, upper, value)
+        looked.append(value)
+    vectors = []
+    for high_bytes in (False, True):
+        w01 = builder.bitcast(_unpack_lanes(builder, looked[0], looked[1], 64, high_bytes), _V32H)
+        w23 = builder.bitcast(_unpack_lanes(builder, looked[2], looked[3], 64, high_bytes), _V32H)
+        for high_words in (False, True):
+            vectors.append(builder.bitcast(_unpack_lanes(builder, w01, w23, 32, high_words), _V16F))
+    return vectors
+
+
 def make_row_dot(bits: int, mode: str):
     """An intrinsic row_dot(packed, byte_off, x, x_off, absmax, blk_off, n_blocks, chunks, table) -> float32.
 
     It returns sum over the row's n_blocks blocks of absmax[blk_off + b] * sum(table[code] * x), where a block is
-    `chunks` runs of 32 codes starting at packed[byte_off] and x[x_off] (x de-interleaved per 32 at k = 4).
+    `chunks` runs of chunk_codes(mode) codes (32, or 64 for 'bytes') starting at packed[byte_off] and x[x_off]
+    (x de-interleaved per 32 at k = 4, permuted per 64 by BYTE_LANE_ORDER for 'bytes').
     """
 
     @intrinsic
@@ -133,6 +232,13 @@ def make_row_dot(bits: int, mode: str):
                 def lookup(codes):
                     return builder.call(permute2, [table_lo, codes, table_hi])
 
+            elif mode == "bytes":
+                permute_b = cgutils.get_or_insert_function(
+                    module, ir.FunctionType(_V64B, [_V64B] * 3), "llvm.x86.avx512.vpermi2var.qi.512"
+                )
+                tb_bytes = builder.bitcast(tb, _I8.as_pointer())
+                planes = [_vector_load(builder, tb_bytes, ir.Constant(_I64, 64 * i), _V64B) for i in range(16)]
+
             else:  # affine: base + code * step
                 base = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 0)])))
                 step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
@@ -144,7 +250,8 @@ def make_row_dot(bits: int, mode: str):
             acc = cgutils.alloca_once_value(builder, zero)
             acc_a = cgutils.alloca_once_value(builder, zero)
             acc_b = cgutils.alloca_once_value(builder, zero)
-            chunk_bytes = ir.Constant(_I64, 4 * bits)
+            n_codes = chunk_codes(mode)
+            chunk_bytes = ir.Constant(_I64, n_codes * bits // 8)
             with cgutils.for_range(builder, nblocks_v) as block_loop:
                 block = block_loop.index
                 builder.store(zero, acc_a)
@@ -152,19 +259,23 @@ def make_row_dot(bits: int, mode: str):
                 with cgutils.for_range(builder, chunks_v) as chunk_loop:
                     chunk = builder.add(builder.mul(block, chunks_v), chunk_loop.index)  # chunk index in the row
                     byte = builder.add(byte_off_v, builder.mul(chunk, chunk_bytes))
-                    if bits == 4:
-                        raw = builder.zext(_vector_load(builder, pk, byte, ir.VectorType(_I8, 16)), _V16I)
-                        codes_a = builder.lshr(raw, ir.Constant(_V16I, [4] * 16))  # even elements (high nibbles)
-                        codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))  # odd elements (low nibbles)
+                    x_index = builder.add(x_off_v, builder.mul(chunk, ir.Constant(_I64, n_codes)))
+                    if mode == "bytes":
+                        values = _byte_lookup(builder, permute_b, planes, _codes64(builder, pk, byte, bits), bits)
                     else:
-                        raw = _vector_load(builder, pk, byte, ir.VectorType(_I8, 4 * bits))
-                        codes_a = _decode_general(builder, raw, bits, 0)
-                        codes_b = _decode_general(builder, raw, bits, 1)
-                    x_index = builder.add(x_off_v, builder.mul(chunk, ir.Constant(_I64, 32)))
-                    x_a = _vector_load(builder, xp, x_index, _V16F)
-                    x_b = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16)), _V16F)
-                    builder.store(builder.call(fma, [lookup(codes_a), x_a, builder.load(acc_a)]), acc_a)
-                    builder.store(builder.call(fma, [lookup(codes_b), x_b, builder.load(acc_b)]), acc_b)
+                        if bits == 4:
+                            raw = builder.zext(_vector_load(builder, pk, byte, ir.VectorType(_I8, 16)), _V16I)
+                            codes_a = builder.lshr(raw, ir.Constant(_V16I, [4] * 16))  # even elements (high nibbles)
+                            codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))  # odd elements (low nibbles)
+                        else:
+                            raw = _vector_load(builder, pk, byte, ir.VectorType(_I8, 4 * bits))
+                            codes_a = _decode_general(builder, raw, bits, 0)
+                            codes_b = _decode_general(builder, raw, bits, 1)
+                        values = [lookup(codes_a), lookup(codes_b)]
+                    for v, value in enumerate(values):  # 16 codes each, alternating between two accumulators
+                        x_v = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16 * v)), _V16F)
+                        target = acc_a if v % 2 == 0 else acc_b
+                        builder.store(builder.call(fma, [value, x_v, builder.load(target)]), target)
                 scale = _splat(builder, builder.load(builder.gep(am, [builder.add(blk_off_v, block)])))
                 block_sum = builder.fadd(builder.load(acc_a), builder.load(acc_b))
                 builder.store(builder.call(fma, [block_sum, scale, builder.load(acc)]), acc)
@@ -181,12 +292,13 @@ def make_row_dot(bits: int, mode: str):
 def _build_kernel(bits: int, mode: str):
     """The parallel Numba GEMV for one (bits, mode): rows split over threads, each x row dotted with the same row."""
     row_dot = make_row_dot(bits, mode)
+    n_codes = chunk_codes(mode)
 
     @njit(parallel=True, fastmath=True)
     def kernel(packed, x, table, absmax, n_rows, n_cols, blocksize, out):  # pragma: no cover - compiled
         batch = x.shape[0]
         blocks_per_row = n_cols // blocksize
-        chunks = blocksize // 32
+        chunks = blocksize // n_codes
         row_bytes = n_cols * bits // 8
         flat_x = x.reshape(-1)
         for r in prange(n_rows):
@@ -241,6 +353,8 @@ def gemv(
     kx = x
     if bits == 4:  # the kernel takes even elements from high nibbles, odd ones from low nibbles
         kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 16, 2).transpose(0, 1, 3, 2)).reshape(x.shape)
+    elif mode == "bytes":  # the byte-plane look-up leaves the 64 codes of a chunk in BYTE_LANE_ORDER
+        kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 64)[:, :, BYTE_LANE_ORDER]).reshape(x.shape)
     _kernel(bits, mode)(packed, kx, kernel_table(bits, table, mode), absmax, n_rows, n_cols, blocksize, out)
     if offset is not None:  # sum_b offset[r, b] * sum(x over block b's columns)
         blocks_per_row = n_cols // blocksize
