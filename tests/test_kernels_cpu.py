@@ -45,7 +45,7 @@ def test_portable_gemv_matches_reference_any_shape(bits, name, n_rows, n_cols, b
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bits", range(2, 9))
-@pytest.mark.parametrize("name", ["nf", "int"])
+@pytest.mark.parametrize("name", ["nf", "int", "float"])
 def test_gemv_matches_reference_aligned_shapes(backend, bits, name):
     if backend == "simd" and cpu_simd.lookup_mode(bits, codebook(name, bits).values) is None:
         pytest.skip("no SIMD look-up for k >= 6 with a non-affine table (portable kernel serves it)")

@@ -104,7 +104,8 @@ BYTE_LANE_ORDER = _byte_lane_order()  # (64,)
 
 
 def kernel_table(bits: int, table: np.ndarray, mode: str) -> np.ndarray:
-    """The float32 table the kernel loads: padded to 16 or 32 values, or (base, step) for an affine table."""
+    """The float32 table the kernel loads: 2**k values repeated to fill 16 or 32, (base, step) for an affine table,
+    or the 4 byte planes of 256 values for 'bytes'."""
     table = np.asarray(table, dtype=np.float32)
     if mode == "affine":
         return np.array([table[0], (float(table[-1]) - float(table[0])) / (table.size - 1)], dtype=np.float32)
@@ -112,7 +113,8 @@ def kernel_table(bits: int, table: np.ndarray, mode: str) -> np.ndarray:
         padded = np.concatenate([table, np.zeros(256 - table.size, dtype=np.float32)])
         return np.ascontiguousarray(padded.view(np.uint8).reshape(256, 4).T).reshape(-1).view(np.float32)
     size = 16 if mode == "permute" else 32
-    return np.concatenate([table, np.zeros(size - table.size, dtype=np.float32)])
+    padded = np.concatenate([table, np.zeros(2**bits - table.size, dtype=np.float32)])  # (2**k,)
+    return np.tile(padded, size // 2**bits)  # codes come unmasked (index bits above k are don't-care)
 
 
 def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
@@ -126,19 +128,30 @@ def _vector_load(builder: ir.IRBuilder, base: ir.Value, index: ir.Value, vec_typ
     return builder.load(pointer, align=1)
 
 
-def _decode_general(builder: ir.IRBuilder, raw: ir.Value, bits: int, half: int) -> ir.Value:
-    """Codes 16*half .. 16*half+15 of the 32 codes held in raw (<4*bits x i8>), as <16 x i32>."""
-    first, second, shifts = [], [], []
-    for lane in range(16 * half, 16 * half + 16):
-        bit = lane * bits
-        first.append(bit >> 3)
-        second.append(min((bit >> 3) + 1, 4 * bits - 1))  # unused when the code ends inside its first byte
-        shifts.append(16 - (bit & 7) - bits)
-    byte0 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, first)), _V16I)
-    byte1 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, second)), _V16I)
-    word = builder.or_(builder.shl(byte0, ir.Constant(_V16I, [8] * 16)), byte1)
-    word = builder.lshr(word, ir.Constant(_V16I, shifts))
-    return builder.and_(word, ir.Constant(_V16I, [(1 << bits) - 1] * 16))
+def _decode_general(builder: ir.IRBuilder, raw: ir.Value, bits: int, half: int, masked: bool = True) -> ir.Value:
+    """Codes 16*half .. 16*half+15 of the 32 codes held in raw (<4*bits x i8>), as <16 x i32>.
+
+    A code spans at most two bytes, put in each dword as a big-endian 16-bit word and shifted right so that the code
+    ends at bit 0. Up to k = 4 this is two zero-extending byte shuffles (LLVM makes them vpermt2b against zero); above,
+    one byte shuffle (vpermb) fills the dword's two low bytes and leaves don't-care copies in the upper two, which
+    the shift moves above the code. masked=False skips the final `& (2**k - 1)` for a look-up that ignores the
+    higher index bits (vpermps reads bits 0..3 of an index, vpermi2ps bits 0..4; the table is tiled to match).
+    """
+    lanes = range(16 * half, 16 * half + 16)
+    firsts = [(lane * bits) >> 3 for lane in lanes]
+    seconds = [min(first + 1, 4 * bits - 1) for first in firsts]  # unused when the code ends inside its first byte
+    shifts = ir.Constant(_V16I, [16 - ((lane * bits) & 7) - bits for lane in lanes])
+    if bits <= 4:
+        byte0 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, firsts)), _V16I)
+        byte1 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, seconds)), _V16I)
+        words = builder.or_(builder.shl(byte0, ir.Constant(_V16I, [8] * 16)), byte1)
+    else:
+        order = [i for first, second in zip(firsts, seconds, strict=True) for i in (second, first, first, first)]
+        words = builder.bitcast(builder.shuffle_vector(raw, raw, ir.Constant(ir.VectorType(_I32, 64), order)), _V16I)
+    words = builder.lshr(words, shifts)
+    if not masked:
+        return words
+    return builder.and_(words, ir.Constant(_V16I, [(1 << bits) - 1] * 16))
 
 
 def _unpack_lanes(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, width: int, high: bool) -> ir.Value:
@@ -251,6 +264,8 @@ def make_row_dot(bits: int, mode: str):
             acc_a = cgutils.alloca_once_value(builder, zero)
             acc_b = cgutils.alloca_once_value(builder, zero)
             n_codes = chunk_codes(mode)
+            # the register permutes read only the index bits they need (kernel_table tiles the table to match)
+            unmasked = mode in ("permute", "permute2")
             chunk_bytes = ir.Constant(_I64, n_codes * bits // 8)
             with cgutils.for_range(builder, nblocks_v) as block_loop:
                 block = block_loop.index
@@ -266,11 +281,13 @@ def make_row_dot(bits: int, mode: str):
                         if bits == 4:
                             raw = builder.zext(_vector_load(builder, pk, byte, ir.VectorType(_I8, 16)), _V16I)
                             codes_a = builder.lshr(raw, ir.Constant(_V16I, [4] * 16))  # even elements (high nibbles)
-                            codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))  # odd elements (low nibbles)
+                            codes_b = raw  # odd elements (low nibbles)
+                            if not unmasked:
+                                codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))
                         else:
                             raw = _vector_load(builder, pk, byte, ir.VectorType(_I8, 4 * bits))
-                            codes_a = _decode_general(builder, raw, bits, 0)
-                            codes_b = _decode_general(builder, raw, bits, 1)
+                            codes_a = _decode_general(builder, raw, bits, 0, masked=not unmasked)
+                            codes_b = _decode_general(builder, raw, bits, 1, masked=not unmasked)
                         values = [lookup(codes_a), lookup(codes_b)]
                     for v, value in enumerate(values):  # 16 codes each, alternating between two accumulators
                         x_v = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16 * v)), _V16F)
