@@ -91,6 +91,29 @@ def test_byte_plane_lookup_matches_reference(bits, name):
     assert not cpu.simd_applies(bits, (4, 128), table, 32)
 
 
+@pytest.mark.skipif(not kernels.HAS_AVX512, reason="the SIMD kernels need AVX-512")
+@pytest.mark.parametrize("name", ["nf", "int", "float"])
+def test_three_bit_group_decode_matches_reference(name):
+    table = codebook(name, 3).values
+    mode = cpu_simd.lookup_mode(3, table)
+    for n_rows, n_cols, blocksize, centered, batch in [
+        (37, 128, 64, False, 1),
+        (5, 256, 128, True, 3),
+        (3, 128, 4096, False, 2),  # one block spans several rows
+        (7, 384, 384, True, 1),  # one block per row, not a power of two times 64 per step
+        (2, 512, 512, False, 4),
+    ]:
+        assert cpu_simd.layout(3, mode, n_cols, min(blocksize, n_cols)) == "group3"
+        packed, table, absmax, offset, _ = case(3, name, n_rows, n_cols, blocksize, centered, seed=n_cols)
+        x = np.random.default_rng(4).standard_normal((batch, n_cols)).astype(np.float32)
+        expected = reference.gemv_reference(packed, 3, (n_rows, n_cols), table, absmax, offset, blocksize, x)
+        got = cpu.gemv(packed, 3, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="simd")
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert cpu_simd.layout(3, mode, 96, 32) == "chunks"  # K not a multiple of 128: 32 codes per step
+    assert cpu_simd.layout(3, mode, 256, 32) == "chunks"  # blocks of 32: 32 codes per step
+    assert sorted(cpu_simd.GROUP3_ORDER.tolist()) == list(range(128))
+
+
 def test_no_avx512_switch_selects_portable_kernels():
     code = (
         "import numpy as np; from mini_llm.kernels import cpu, cpu_simd, reference;"

@@ -3,8 +3,9 @@
 Plain Numba turns a table lookup ``table[code]`` into a gather, which is no faster than reading float32 weights.
 Here a Numba ``@intrinsic`` emits the whole row loop as explicit 16-lane vectors:
 
-- decode: 4-bit codes come from the two nibbles of 16 bytes (x is de-interleaved to match), other k from a
-  byte shuffle and a per-lane shift of the 4*k bytes that hold 32 codes;
+- decode: 4-bit codes come from the two nibbles of 16 bytes (x is de-interleaved to match); 3-bit codes 128 at a
+  time, each dword lane holding one 24-bit group of 8 codes and 8 fixed shifts giving 16 codes each (x permuted
+  to match); other k from a byte shuffle and a per-lane shift of the 4*k bytes that hold 32 codes;
 - look-up: a table of up to 16 values sits in one register and ``vpermps`` picks 16 values at once; 32 values
   (k = 5) use the two-register ``vpermi2ps``; an affine table (the int codebook) is ``code * step + base``;
   a table of up to 256 values (k = 6..8, e.g. NF8) is split into its 4 byte planes (byte j of every float32),
@@ -306,10 +307,121 @@ def make_row_dot(bits: int, mode: str):
     return row_dot
 
 
-def _build_kernel(bits: int, mode: str):
-    """The parallel Numba GEMV for one (bits, mode): rows split over threads, each x row dotted with the same row."""
-    row_dot = make_row_dot(bits, mode)
-    n_codes = chunk_codes(mode)
+def _group3_order() -> np.ndarray:
+    """order[16 * j + lane] = which of 128 codes the k = 3 group decode leaves in lane `lane` of vector j: code j
+    of the lane-th group of 8 codes (3 bytes)."""
+    return np.arange(128).reshape(16, 8).T.reshape(-1)
+
+
+GROUP3_ORDER = _group3_order()  # (128,)
+
+
+def make_row_dot_group3(mode: str):
+    """row_dot for k = 3 with the same arguments as make_row_dot, decoding 128 codes (48 bytes) per step.
+
+    Every dword lane takes one group of 8 codes (3 bytes) as a 24-bit word (one vpermb for 16 groups); 8 fixed
+    shifts then give code j of every group, 16 codes per look-up, with x permuted to GROUP3_ORDER. `absmax` holds one
+    scale per 64 codes (lanes 0..7 of a step are the first 64 codes, lanes 8..15 the next), nblocks counts them.
+    """
+
+    @intrinsic
+    def row_dot(typingctx, packed, byte_off, x, x_off, absmax, blk_off, nblocks, chunks, table):
+        sig = types.float32(packed, byte_off, x, x_off, absmax, blk_off, nblocks, chunks, table)
+
+        def codegen(context, builder, signature, args):
+            pk_arr, byte_off_v, x_arr, x_off_v, am_arr, blk_off_v, nblocks_v, _, tb_arr = args
+            arg_types = signature.args
+            packed_struct = context.make_array(arg_types[0])(context, builder, pk_arr)
+            pk, n_bytes = packed_struct.data, packed_struct.nitems
+            xp = context.make_array(arg_types[2])(context, builder, x_arr).data
+            am = context.make_array(arg_types[4])(context, builder, am_arr).data
+            tb = context.make_array(arg_types[8])(context, builder, tb_arr).data
+            module = builder.module
+            fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
+            if mode == "permute":
+                permute = cgutils.get_or_insert_function(
+                    module, ir.FunctionType(_V16F, [_V16F, _V16I]), "llvm.x86.avx512.permvar.sf.512"
+                )
+                table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
+
+                def lookup(codes):  # vpermps reads index bits 0..3; the 8 values are repeated twice
+                    return builder.call(permute, [table_lo, codes])
+
+            else:  # affine: base + code * step
+                base = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 0)])))
+                step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
+
+                def lookup(codes):
+                    codes = builder.and_(codes, ir.Constant(_V16I, [7] * 16))
+                    return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
+
+            order = [i for group in range(16) for i in (3 * group + 2, 3 * group + 1, 3 * group, 3 * group)]
+            order_const = ir.Constant(ir.VectorType(_I32, 64), order)  # little-endian 24-bit big-endian words
+            # the last 48 bytes of packed are read by a masked load (no read past its end)
+            mask_type = ir.VectorType(ir.IntType(1), 64)
+            first48 = ir.Constant(mask_type, [1] * 48 + [0] * 16)
+            masked_load = cgutils.get_or_insert_function(
+                module,
+                ir.FunctionType(_V64B, [_V64B.as_pointer(), _I32, mask_type, _V64B]),
+                "llvm.masked.load.v64i8.p0",
+            )
+            zero = ir.Constant(_V16F, [0.0] * 16)
+            acc = cgutils.alloca_once_value(builder, zero)
+            steps = builder.lshr(nblocks_v, ir.Constant(_I64, 1))
+            with cgutils.for_range(builder, steps) as loop:
+                step_i = loop.index
+                byte = builder.add(byte_off_v, builder.mul(step_i, ir.Constant(_I64, 48)))
+                pointer = builder.bitcast(builder.gep(pk, [byte]), _V64B.as_pointer())
+                fits = builder.icmp_unsigned("<=", builder.add(byte, ir.Constant(_I64, 64)), n_bytes)
+                with builder.if_else(fits, likely=True) as (plain, at_end):
+                    with plain:  # 64 bytes, 16 of them unused (a masked load is many times slower on Zen 5)
+                        raw_plain = builder.load(pointer, align=1)
+                        plain_block = builder.block
+                    with at_end:  # the last step of packed: only its 48 bytes are read
+                        zeros = ir.Constant(_V64B, [0] * 64)
+                        raw_end = builder.call(masked_load, [pointer, ir.Constant(_I32, 1), first48, zeros])
+                        end_block = builder.block
+                raw = builder.phi(_V64B)
+                raw.add_incoming(raw_plain, plain_block)
+                raw.add_incoming(raw_end, end_block)
+                words = builder.bitcast(builder.shuffle_vector(raw, raw, order_const), _V16I)
+                x_index = builder.add(x_off_v, builder.mul(step_i, ir.Constant(_I64, 128)))
+                partial = []
+                for j in range(8):
+                    codes = words if j == 7 else builder.lshr(words, ir.Constant(_V16I, [21 - 3 * j] * 16))
+                    x_v = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16 * j)), _V16F)
+                    if j < 4:
+                        partial.append(builder.fmul(lookup(codes), x_v))
+                    else:
+                        partial[j - 4] = builder.call(fma, [lookup(codes), x_v, partial[j - 4]])
+                step_sum = builder.fadd(builder.fadd(partial[0], partial[1]), builder.fadd(partial[2], partial[3]))
+                first = builder.add(blk_off_v, builder.shl(step_i, ir.Constant(_I64, 1)))
+                s0 = _splat(builder, builder.load(builder.gep(am, [first])))
+                s1 = _splat(builder, builder.load(builder.gep(am, [builder.add(first, ir.Constant(_I64, 1))])))
+                scale = builder.shuffle_vector(s0, s1, ir.Constant(_V16I, [0] * 8 + [16] * 8))
+                builder.store(builder.call(fma, [step_sum, scale, builder.load(acc)]), acc)
+            reduce_add = cgutils.get_or_insert_function(
+                module, ir.FunctionType(_F32, [_F32, _V16F]), "llvm.vector.reduce.fadd.v16f32"
+            )
+            return builder.call(reduce_add, [ir.Constant(_F32, 0.0), builder.load(acc)])
+
+        return sig, codegen
+
+    return row_dot
+
+
+def layout(bits: int, mode: str, n_cols: int, blocksize: int) -> str:
+    """How the kernel walks a row: 'group3' (k = 3, 128 codes per step, K a multiple of 128 and blocks of whole
+    64-code halves), 'bytes' (64 codes per step) or 'chunks' (32 codes per step)."""
+    if bits == 3 and mode in ("permute", "affine") and n_cols % 128 == 0 and blocksize % 64 == 0:
+        return "group3"
+    return "bytes" if mode == "bytes" else "chunks"
+
+
+def _build_kernel(bits: int, mode: str, walk: str):
+    """The parallel Numba GEMV for one (bits, mode, layout): rows split over threads, each x row dotted with it."""
+    row_dot = make_row_dot_group3(mode) if walk == "group3" else make_row_dot(bits, mode)
+    n_codes = 64 if walk == "group3" else chunk_codes(mode)  # group3: blocks are the 64-code halves of a step
 
     @njit(parallel=True, fastmath=True)
     def kernel(packed, x, table, absmax, n_rows, n_cols, blocksize, out):  # pragma: no cover - compiled
@@ -335,14 +447,14 @@ def _build_kernel(bits: int, mode: str):
     return kernel
 
 
-_KERNELS: dict[tuple[int, str], object] = {}
+_KERNELS: dict[tuple[int, str, str], object] = {}
 
 
-def _kernel(bits: int, mode: str):
-    """The compiled kernel for (bits, mode), built on first use."""
-    key = (bits, mode)
+def _kernel(bits: int, mode: str, walk: str = "chunks"):
+    """The compiled kernel for (bits, mode, layout), built on first use."""
+    key = (bits, mode, walk)
     if key not in _KERNELS:
-        _KERNELS[key] = _build_kernel(bits, mode)
+        _KERNELS[key] = _build_kernel(bits, mode, walk)
     return _KERNELS[key]
 
 
@@ -367,12 +479,18 @@ def gemv(
         absmax = np.ascontiguousarray(absmax[first_block])
         offset = None if offset is None else np.ascontiguousarray(offset[first_block])
         blocksize = n_cols
-    kx = x
-    if bits == 4:  # the kernel takes even elements from high nibbles, odd ones from low nibbles
+    walk = layout(bits, mode, n_cols, blocksize)
+    kx, k_absmax, k_blocksize = x, absmax, blocksize
+    if walk == "group3":  # one scale per 64 codes, x in the order the group decode leaves codes
+        kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 128)[:, :, GROUP3_ORDER]).reshape(x.shape)
+        if blocksize != 64:
+            k_absmax, k_blocksize = np.repeat(absmax, blocksize // 64), 64
+    elif bits == 4:  # the kernel takes even elements from high nibbles, odd ones from low nibbles
         kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 16, 2).transpose(0, 1, 3, 2)).reshape(x.shape)
     elif mode == "bytes":  # the byte-plane look-up leaves the 64 codes of a chunk in BYTE_LANE_ORDER
         kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 64)[:, :, BYTE_LANE_ORDER]).reshape(x.shape)
-    _kernel(bits, mode)(packed, kx, kernel_table(bits, table, mode), absmax, n_rows, n_cols, blocksize, out)
+    kernel = _kernel(bits, mode, walk)
+    kernel(packed, kx, kernel_table(bits, table, mode), k_absmax, n_rows, n_cols, k_blocksize, out)
     if offset is not None:  # sum_b offset[r, b] * sum(x over block b's columns)
         blocks_per_row = n_cols // blocksize
         x_sums = x.reshape(x.shape[0], blocks_per_row, blocksize).sum(axis=2)  # (B, K / blocksize)
