@@ -133,16 +133,17 @@ def _decode_general(builder: ir.IRBuilder, raw: ir.Value, bits: int, half: int, 
     """Codes 16*half .. 16*half+15 of the 32 codes held in raw (<4*bits x i8>), as <16 x i32>.
 
     A code spans at most two bytes, put in each dword as a big-endian 16-bit word and shifted right so that the code
-    ends at bit 0. Up to k = 4 this is two zero-extending byte shuffles (LLVM makes them vpermt2b against zero); above,
-    one byte shuffle (vpermb) fills the dword's two low bytes and leaves don't-care copies in the upper two, which
-    the shift moves above the code. masked=False skips the final `& (2**k - 1)` for a look-up that ignores the
-    higher index bits (vpermps reads bits 0..3 of an index, vpermi2ps bits 0..4; the table is tiled to match).
+    ends at bit 0. Up to k = 4 (or without VBMI) this is two zero-extending byte shuffles (LLVM makes them vpermt2b
+    against zero); above, one byte shuffle (vpermb) fills the dword's two low bytes and leaves don't-care copies in
+    the upper two, which the shift moves above the code. masked=False skips the final `& (2**k - 1)` for a look-up
+    that ignores the higher index bits (vpermps reads bits 0..3 of an index, vpermi2ps bits 0..4; the table is tiled
+    to match).
     """
     lanes = range(16 * half, 16 * half + 16)
     firsts = [(lane * bits) >> 3 for lane in lanes]
     seconds = [min(first + 1, 4 * bits - 1) for first in firsts]  # unused when the code ends inside its first byte
     shifts = ir.Constant(_V16I, [16 - ((lane * bits) & 7) - bits for lane in lanes])
-    if bits <= 4:
+    if bits <= 4 or not HAS_VBMI:
         byte0 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, firsts)), _V16I)
         byte1 = builder.zext(builder.shuffle_vector(raw, raw, ir.Constant(_V16I, seconds)), _V16I)
         words = builder.or_(builder.shl(byte0, ir.Constant(_V16I, [8] * 16)), byte1)
@@ -411,9 +412,9 @@ def make_row_dot_group3(mode: str):
 
 
 def layout(bits: int, mode: str, n_cols: int, blocksize: int) -> str:
-    """How the kernel walks a row: 'group3' (k = 3, 128 codes per step, K a multiple of 128 and blocks of whole
-    64-code halves), 'bytes' (64 codes per step) or 'chunks' (32 codes per step)."""
-    if bits == 3 and mode in ("permute", "affine") and n_cols % 128 == 0 and blocksize % 64 == 0:
+    """How the kernel walks a row: 'group3' (k = 3 on a CPU with VBMI, 128 codes per step, K a multiple of 128 and
+    blocks of whole 64-code halves), 'bytes' (64 codes per step) or 'chunks' (32 codes per step)."""
+    if HAS_VBMI and bits == 3 and mode in ("permute", "affine") and n_cols % 128 == 0 and blocksize % 64 == 0:
         return "group3"
     return "bytes" if mode == "bytes" else "chunks"
 
