@@ -81,11 +81,16 @@ def lookup_mode(bits: int, table: np.ndarray) -> str | None:
     return _MODES[key]
 
 
+def is_affine(table: np.ndarray) -> bool:
+    """Whether the table is evenly spaced and increasing (value = table[0] + code * step), e.g. the int codebook."""
+    return lookup_mode(8, table) == "affine"
+
+
 def _lookup_mode(bits: int, table: np.ndarray) -> str | None:
     """lookup_mode without the cache."""
     table = np.asarray(table, dtype=np.float64)
     steps = np.diff(table)
-    if np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0:
+    if table.size > 1 and np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0:
         return "affine"
     if bits <= 4:
         return "permute"
