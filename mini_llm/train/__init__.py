@@ -5,6 +5,7 @@ from mini_llm.train.checkpoint import Checkpoint, load_model_weights, read_check
 from mini_llm.train.clipping import clip_grad_norm
 from mini_llm.train.optim import SGD, Adam
 from mini_llm.train.schedule import WarmupCosineSchedule, lr_at
+from mini_llm.train.seq2seq import PairBatches, pad_sequences, seq2seq_loss
 from mini_llm.train.trainer import Trainer, TrainerConfig, next_token_loss
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Adam",
     "BatchFn",
     "Checkpoint",
+    "PairBatches",
     "TokenBatches",
     "Trainer",
     "TrainerConfig",
@@ -20,7 +22,9 @@ __all__ = [
     "load_model_weights",
     "lr_at",
     "next_token_loss",
+    "pad_sequences",
     "random_batch",
     "read_checkpoint",
     "save_checkpoint",
+    "seq2seq_loss",
 ]
