@@ -53,6 +53,7 @@ def _host_has_vbmi() -> bool:
 
 
 HAS_VBMI = _host_has_vbmi()
+PREFETCH_BYTES = 4096  # the row kernels prefetch packed this far ahead, once per block or step (k = 8 ~0.7 -> 0.6 ms)
 
 _F32 = ir.FloatType()
 _I8 = ir.IntType(8)
@@ -299,10 +300,18 @@ def make_row_dot(bits: int, mode: str):
             # the register permutes read only the index bits they need (kernel_table tiles the table to match)
             unmasked = mode in ("permute", "permute2")
             chunk_bytes = ir.Constant(_I64, n_codes * bits // 8)
+            prefetch = cgutils.get_or_insert_function(
+                module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0"
+            )
+            block_bytes = builder.mul(chunks_v, chunk_bytes)
             with cgutils.for_range(builder, nblocks_v) as block_loop:
                 block = block_loop.index
                 builder.store(zero, acc_a)
                 builder.store(zero, acc_b)
+                ahead = builder.add(byte_off_v, builder.mul(block, block_bytes))
+                ahead = builder.add(ahead, ir.Constant(_I64, PREFETCH_BYTES))  # never faults, even past the end
+                read, locality, data = ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)
+                builder.call(prefetch, [builder.gep(pk, [ahead]), read, locality, data])
                 with cgutils.for_range(builder, chunks_v) as chunk_loop:
                     chunk = builder.add(builder.mul(block, chunks_v), chunk_loop.index)  # chunk index in the row
                     byte = builder.add(byte_off_v, builder.mul(chunk, chunk_bytes))
@@ -386,6 +395,9 @@ def make_row_dot_group3(mode: str):
                     codes = builder.and_(codes, ir.Constant(_V16I, [7] * 16))
                     return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
 
+            prefetch = cgutils.get_or_insert_function(
+                module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0"
+            )
             order = [i for group in range(16) for i in (3 * group + 2, 3 * group + 1, 3 * group, 3 * group)]
             order_const = ir.Constant(ir.VectorType(_I32, 64), order)  # little-endian 24-bit big-endian words
             # the last 48 bytes of packed are read by a masked load (no read past its end)
@@ -402,6 +414,9 @@ def make_row_dot_group3(mode: str):
             with cgutils.for_range(builder, steps) as loop:
                 step_i = loop.index
                 byte = builder.add(byte_off_v, builder.mul(step_i, ir.Constant(_I64, 48)))
+                ahead = builder.add(byte, ir.Constant(_I64, PREFETCH_BYTES))  # never faults, even past the end
+                read, locality, data = ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)
+                builder.call(prefetch, [builder.gep(pk, [ahead]), read, locality, data])
                 pointer = builder.bitcast(builder.gep(pk, [byte]), _V64B.as_pointer())
                 fits = builder.icmp_unsigned("<=", builder.add(byte, ir.Constant(_I64, 64)), n_bytes)
                 with builder.if_else(fits, likely=True) as (plain, at_end):
