@@ -53,6 +53,7 @@ def test_gemv_matches_reference_aligned_shapes(backend, bits, name):
         (37, 128, 64, False, 1),
         (5, 96, 32, True, 3),
         (9, 64, 4096, False, 2),
+        (4, 1024, 512, True, 2),  # more chunks per block than the unrolled kernels take: the chunk loop
     ]:
         packed, table, absmax, offset, _ = case(bits, name, n_rows, n_cols, blocksize, centered)
         if backend == "simd" and not cpu.simd_applies(bits, (n_rows, n_cols), table, blocksize):

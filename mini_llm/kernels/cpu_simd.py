@@ -238,7 +238,7 @@ def _byte_lookup(
     return vectors
 
 
-def make_row_dot(bits: int, mode: str):
+def make_row_dot(bits: int, mode: str, unroll: int = 0):
     """An intrinsic row_dot(packed, byte_off, x, x_off, absmax, blk_off, n_blocks, chunks, table) -> float32.
 
     It returns sum over the row's n_blocks blocks of absmax[blk_off + b] * sum(table[code] * x), where a block is
@@ -303,6 +303,30 @@ def make_row_dot(bits: int, mode: str):
             prefetch = cgutils.get_or_insert_function(
                 module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0"
             )
+
+            def emit_chunk(chunk):
+                """Accumulate the chunk-th run of n_codes codes of the row into acc_a and acc_b."""
+                byte = builder.add(byte_off_v, builder.mul(chunk, chunk_bytes))
+                x_index = builder.add(x_off_v, builder.mul(chunk, ir.Constant(_I64, n_codes)))
+                if mode == "bytes":
+                    values = _byte_lookup(builder, permute_b, planes, _codes64(builder, pk, byte, bits), bits)
+                else:
+                    if bits == 4:
+                        raw = builder.zext(_vector_load(builder, pk, byte, ir.VectorType(_I8, 16)), _V16I)
+                        codes_a = builder.lshr(raw, ir.Constant(_V16I, [4] * 16))  # even elements (high nibbles)
+                        codes_b = raw  # odd elements (low nibbles)
+                        if not unmasked:
+                            codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))
+                    else:
+                        raw = _vector_load(builder, pk, byte, ir.VectorType(_I8, 4 * bits))
+                        codes_a = _decode_general(builder, raw, bits, 0, masked=not unmasked)
+                        codes_b = _decode_general(builder, raw, bits, 1, masked=not unmasked)
+                    values = [lookup(codes_a), lookup(codes_b)]
+                for v, value in enumerate(values):  # 16 codes each, alternating between two accumulators
+                    x_v = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16 * v)), _V16F)
+                    target = acc_a if v % 2 == 0 else acc_b
+                    builder.store(builder.call(fma, [value, x_v, builder.load(target)]), target)
+
             block_bytes = builder.mul(chunks_v, chunk_bytes)
             with cgutils.for_range(builder, nblocks_v) as block_loop:
                 block = block_loop.index
@@ -312,28 +336,12 @@ def make_row_dot(bits: int, mode: str):
                 ahead = builder.add(ahead, ir.Constant(_I64, PREFETCH_BYTES))  # never faults, even past the end
                 read, locality, data = ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)
                 builder.call(prefetch, [builder.gep(pk, [ahead]), read, locality, data])
-                with cgutils.for_range(builder, chunks_v) as chunk_loop:
-                    chunk = builder.add(builder.mul(block, chunks_v), chunk_loop.index)  # chunk index in the row
-                    byte = builder.add(byte_off_v, builder.mul(chunk, chunk_bytes))
-                    x_index = builder.add(x_off_v, builder.mul(chunk, ir.Constant(_I64, n_codes)))
-                    if mode == "bytes":
-                        values = _byte_lookup(builder, permute_b, planes, _codes64(builder, pk, byte, bits), bits)
-                    else:
-                        if bits == 4:
-                            raw = builder.zext(_vector_load(builder, pk, byte, ir.VectorType(_I8, 16)), _V16I)
-                            codes_a = builder.lshr(raw, ir.Constant(_V16I, [4] * 16))  # even elements (high nibbles)
-                            codes_b = raw  # odd elements (low nibbles)
-                            if not unmasked:
-                                codes_b = builder.and_(raw, ir.Constant(_V16I, [15] * 16))
-                        else:
-                            raw = _vector_load(builder, pk, byte, ir.VectorType(_I8, 4 * bits))
-                            codes_a = _decode_general(builder, raw, bits, 0, masked=not unmasked)
-                            codes_b = _decode_general(builder, raw, bits, 1, masked=not unmasked)
-                        values = [lookup(codes_a), lookup(codes_b)]
-                    for v, value in enumerate(values):  # 16 codes each, alternating between two accumulators
-                        x_v = _vector_load(builder, xp, builder.add(x_index, ir.Constant(_I64, 16 * v)), _V16F)
-                        target = acc_a if v % 2 == 0 else acc_b
-                        builder.store(builder.call(fma, [value, x_v, builder.load(target)]), target)
+                if unroll:  # blocksize known at compile time: the chunks of a block unrolled, no inner loop
+                    for i in range(unroll):
+                        emit_chunk(builder.add(builder.mul(block, ir.Constant(_I64, unroll)), ir.Constant(_I64, i)))
+                else:
+                    with cgutils.for_range(builder, chunks_v) as chunk_loop:
+                        emit_chunk(builder.add(builder.mul(block, chunks_v), chunk_loop.index))  # index in the row
                 scale = _splat(builder, builder.load(builder.gep(am, [builder.add(blk_off_v, block)])))
                 block_sum = builder.fadd(builder.load(acc_a), builder.load(acc_b))
                 builder.store(builder.call(fma, [block_sum, scale, builder.load(acc)]), acc)
@@ -464,9 +472,10 @@ def layout(bits: int, mode: str, n_cols: int, blocksize: int) -> str:
     return "bytes" if mode == "bytes" else "chunks"
 
 
-def _build_kernel(bits: int, mode: str, walk: str):
-    """The parallel Numba GEMV for one (bits, mode, layout): rows split over threads, each x row dotted with it."""
-    row_dot = make_row_dot_group3(mode) if walk == "group3" else make_row_dot(bits, mode)
+def _build_kernel(bits: int, mode: str, walk: str, unroll: int = 0):
+    """The parallel Numba GEMV for one (bits, mode, layout, unroll): rows split over threads, each x row dotted with
+    it; unroll > 0 compiles for blocks of exactly that many chunks."""
+    row_dot = make_row_dot_group3(mode) if walk == "group3" else make_row_dot(bits, mode, unroll)
     n_codes = 64 if walk == "group3" else chunk_codes(mode)  # group3: blocks are the 64-code halves of a step
 
     @njit(parallel=True, fastmath=True)
@@ -493,14 +502,15 @@ def _build_kernel(bits: int, mode: str, walk: str):
     return kernel
 
 
-_KERNELS: dict[tuple[int, str, str], object] = {}
+_KERNELS: dict[tuple[int, str, str, int], object] = {}
+UNROLL_CHUNKS = (1, 2, 4)  # chunks per block that get a kernel with the block unrolled (blocks of 32..256 codes)
 
 
-def _kernel(bits: int, mode: str, walk: str = "chunks"):
-    """The compiled kernel for (bits, mode, layout), built on first use."""
-    key = (bits, mode, walk)
+def _kernel(bits: int, mode: str, walk: str = "chunks", unroll: int = 0):
+    """The compiled kernel for (bits, mode, layout, unroll), built on first use."""
+    key = (bits, mode, walk, unroll)
     if key not in _KERNELS:
-        _KERNELS[key] = _build_kernel(bits, mode, walk)
+        _KERNELS[key] = _build_kernel(bits, mode, walk, unroll)
     return _KERNELS[key]
 
 
@@ -535,7 +545,9 @@ def gemv(
         kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 16, 2).transpose(0, 1, 3, 2)).reshape(x.shape)
     elif mode == "bytes":  # the byte-plane look-up leaves the 64 codes of a chunk in BYTE_LANE_ORDER
         kx = np.ascontiguousarray(x.reshape(x.shape[0], -1, 64)[:, :, BYTE_LANE_ORDER]).reshape(x.shape)
-    kernel = _kernel(bits, mode, walk)
+    chunks = k_blocksize // chunk_codes(mode)
+    unroll = chunks if walk != "group3" and chunks in UNROLL_CHUNKS else 0
+    kernel = _kernel(bits, mode, walk, unroll)
     kernel(packed, kx, kernel_table(bits, table, mode), k_absmax, n_rows, n_cols, k_blocksize, out)
     if offset is not None:  # sum_b offset[r, b] * sum(x over block b's columns)
         blocks_per_row = n_cols // blocksize
