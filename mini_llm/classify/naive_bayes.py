@@ -1,0 +1,91 @@
+"""Multinomial naive Bayes over character n-grams: the non-neural baseline of the review-sentiment task."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+_WHITESPACE = re.compile(r"\s\s+")
+
+
+def char_ngrams(text: str, n_min: int, n_max: int) -> list[str]:
+    """The character n-grams of text for n_min <= n <= n_max, runs of white space read as one space."""
+    text = _WHITESPACE.sub(" ", text)
+    return [text[i : i + n] for n in range(n_min, n_max + 1) for i in range(len(text) - n + 1)]
+
+
+def accuracy_interval(correct: Sequence[bool] | np.ndarray, z: float = 1.96) -> tuple[float, float, float]:
+    """(accuracy, low, high): the share of True and its Wilson score interval (z = 1.96: 95%)."""
+    hits = np.asarray(correct, dtype=bool)
+    if hits.ndim != 1 or hits.size == 0:
+        raise ValueError(f"correct must be a non-empty 1-D sequence of booleans, got shape {hits.shape}")
+    n, p = hits.size, float(hits.mean())
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, centre - half, centre + half
+
+
+class CharNGramNaiveBayes:
+    """Multinomial naive Bayes on character n-gram counts with add-alpha (Laplace) smoothing."""
+
+    def __init__(self, n_min: int = 1, n_max: int = 2, alpha: float = 1.0) -> None:
+        if isinstance(n_min, bool) or not isinstance(n_min, int) or n_min < 1:
+            raise ValueError(f"n_min must be an integer >= 1, got {n_min!r}")
+        if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < n_min:
+            raise ValueError(f"n_max must be an integer >= n_min = {n_min}, got {n_max!r}")
+        if not isinstance(alpha, int | float) or not alpha > 0 or not math.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        self.n_min, self.n_max, self.alpha = n_min, n_max, float(alpha)
+        self.vocabulary: dict[str, int] = {}  # n-gram -> column of feature_log_prob
+        self.classes: np.ndarray | None = None  # (C,) the sorted labels seen in training
+        self.class_log_prior: np.ndarray | None = None  # (C,) log P(c)
+        self.feature_log_prob: np.ndarray | None = None  # (C, F) log P(n-gram | c)
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> CharNGramNaiveBayes:
+        """Count n-grams per class in texts and estimate the smoothed probabilities; returns self."""
+        texts, labels = list(texts), list(labels)
+        if not texts:
+            raise ValueError("texts must not be empty")
+        if len(texts) != len(labels):
+            raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
+        if not all(isinstance(text, str) for text in texts):
+            raise ValueError("texts must all be str")
+        self.classes = np.array(sorted(set(labels)))
+        if len(self.classes) < 2:
+            raise ValueError(f"labels must hold at least two classes, got {self.classes.tolist()}")
+        row_of = {label: row for row, label in enumerate(self.classes.tolist())}
+        per_class = [Counter() for _ in self.classes]
+        for text, label in zip(texts, labels, strict=True):
+            per_class[row_of[label]].update(char_ngrams(text, self.n_min, self.n_max))
+        self.vocabulary = {gram: column for column, gram in enumerate(sorted(set().union(*per_class)))}
+        counts = np.zeros((len(self.classes), len(self.vocabulary)))  # (C, F)
+        for row, counter in enumerate(per_class):
+            counts[row, [self.vocabulary[gram] for gram in counter]] = list(counter.values())
+        smoothed = counts + self.alpha
+        self.feature_log_prob = np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))
+        documents = np.array([sum(label == c for label in labels) for c in self.classes.tolist()], dtype=float)
+        self.class_log_prior = np.log(documents) - np.log(documents.sum())
+        return self
+
+    def joint_log_likelihood(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C): log P(c) + sum of log P(n-gram | c) over the text's known n-grams (unseen ones are skipped)."""
+        if self.feature_log_prob is None:
+            raise ValueError("the model is not fitted: call fit(texts, labels) first")
+        scores = np.empty((len(texts), len(self.classes)))  # (N, C)
+        for i, text in enumerate(texts):
+            columns = [self.vocabulary[g] for g in char_ngrams(text, self.n_min, self.n_max) if g in self.vocabulary]
+            scores[i] = self.class_log_prior + self.feature_log_prob[:, columns].sum(axis=1)
+        return scores
+
+    def predict_log_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) log posterior probabilities of the classes."""
+        scores = self.joint_log_likelihood(texts)
+        return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """(N,) the most probable label of every text."""
+        return self.classes[self.joint_log_likelihood(texts).argmax(axis=1)]
