@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     markdown_table,
     median,
     positive_int,
+    shape_arg,
     time_call,
     torch_threads,
 )
@@ -54,17 +55,6 @@ from mini_llm.quant import quantize  # noqa: E402
 COLUMNS = ("shape", "kernel", "MiB read", "ms (median)", "GB/s", "% of floor", "speed-up vs torch fp32")
 COLD_BYTES = 96 * 2**20  # rotate weight copies until they exceed three times the 32 MiB L3
 FP32 = "torch.mv fp32"
-
-
-def shape_arg(text: str) -> tuple[int, int]:
-    """argparse type: 'NxK' with N >= 1 and K a positive multiple of 64."""
-    try:
-        n, k = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"shape must look like 4096x4096, got {text!r}") from error
-    if n < 1 or k < 64 or k % 64:
-        raise argparse.ArgumentTypeError(f"shape needs N >= 1 and K a multiple of 64, got {text!r}")
-    return n, k
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

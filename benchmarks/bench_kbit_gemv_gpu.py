@@ -26,23 +26,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from common import markdown_table
+from common import markdown_table, shape_arg
 
 COLUMNS = ("shape", "kernel", "MB read", "µs (median)", "GB/s", "% of copy BW", "x floor", "speed-up vs bf16 mv")
 BOOKS = {3: ("nf", "NF3"), 4: ("nf", "NF4"), 5: ("nf", "NF5"), 6: ("nf", "NF6"), 7: ("nf", "NF7"), 8: ("int", "int8")}
 MV = "torch.mv bf16"
 DEVICE = "cuda"  # every tensor of the benchmark lives here
-
-
-def shape_arg(text: str) -> tuple[int, int]:
-    """argparse type: 'NxK' with N >= 1 and K a positive multiple of 64."""
-    try:
-        n, k = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"shape must look like 8192x28672, got {text!r}") from error
-    if n < 1 or k < 64 or k % 64:
-        raise argparse.ArgumentTypeError(f"shape needs N >= 1 and K a multiple of 64, got {text!r}")
-    return n, k
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

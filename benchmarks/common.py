@@ -171,3 +171,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
     return value
+
+
+def shape_arg(text: str) -> tuple[int, int]:
+    """argparse type: a weight shape 'NxK' with N >= 1 and K a positive multiple of 64."""
+    try:
+        n, k = (int(v) for v in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"shape must look like 4096x11008 (N x K), got {text!r}") from error
+    if n < 1 or k < 64 or k % 64:
+        raise argparse.ArgumentTypeError(f"shape needs N >= 1 and K a multiple of 64, got {text!r}")
+    return n, k

@@ -53,6 +53,15 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().cpu().contiguous().numpy()
 
 
+def _table_and_scales(state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The state's code table, absmax and offset (None when not centred) as float32 numpy arrays."""
+    return (
+        _numpy(state.code.float()),
+        _numpy(state.absmax.float()),
+        _numpy(None if state.offset is None else state.offset.float()),
+    )
+
+
 def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """y = W @ x for the packed 2-D weight W described by state; x (K,) -> (N,), x (B, K) -> (B, N), float32.
 
@@ -74,9 +83,7 @@ def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, backend: str = "auto
         _numpy(packed),
         state.bits,
         shape,
-        _numpy(state.code.float()),
-        _numpy(state.absmax.float()),
-        _numpy(None if state.offset is None else state.offset.float()),
+        *_table_and_scales(state),
         blocksize,
         x.detach().float().contiguous().numpy(),
         backend=backend,
@@ -95,9 +102,7 @@ def dequantize(packed: torch.Tensor, state: Any, dtype: torch.dtype | None = Non
         _numpy(packed),
         state.bits,
         numel,
-        _numpy(state.code.float()),
-        _numpy(state.absmax.float()),
-        _numpy(None if state.offset is None else state.offset.float()),
+        *_table_and_scales(state),
         numel if state.blocksize is None else state.blocksize,
     )
     return torch.from_numpy(values).reshape(tuple(state.shape)).to(dtype)

@@ -107,6 +107,17 @@ def _pack(codes, bits, packed):  # pragma: no cover - compiled
                 packed[byte] = np.uint8((word >> np.uint64(8 * (bits - 1 - j))) & np.uint64(255))
 
 
+@njit(inline="always", cache=True)
+def _group_word(packed, g, bits, nbytes):  # pragma: no cover - compiled
+    """The `bits` bytes of group g (8 codes) as one MSB-first word; bytes past nbytes read as 0."""
+    word = np.uint64(0)
+    for j in range(bits):
+        byte = g * bits + j
+        b = np.uint64(packed[byte]) if byte < nbytes else np.uint64(0)
+        word = (word << np.uint64(8)) | b
+    return word
+
+
 @njit(parallel=True, cache=True)
 def _unpack(packed, bits, codes):  # pragma: no cover - compiled
     """Inverse of _pack: `bits` bytes give 8 codes."""
@@ -115,11 +126,7 @@ def _unpack(packed, bits, codes):  # pragma: no cover - compiled
     nbytes = packed.size
     mask = np.uint64((1 << bits) - 1)
     for g in prange(n_groups):
-        word = np.uint64(0)
-        for j in range(bits):
-            byte = g * bits + j
-            b = np.uint64(packed[byte]) if byte < nbytes else np.uint64(0)
-            word = (word << np.uint64(8)) | b
+        word = _group_word(packed, g, bits, nbytes)
         for j in range(8):
             i = g * 8 + j
             if i < n:
@@ -134,11 +141,7 @@ def _dequantize(packed, bits, table, absmax, offset, blocksize, out):  # pragma:
     nbytes = packed.size
     mask = np.uint64((1 << bits) - 1)
     for g in prange(n_groups):
-        word = np.uint64(0)
-        for j in range(bits):
-            byte = g * bits + j
-            b = np.uint64(packed[byte]) if byte < nbytes else np.uint64(0)
-            word = (word << np.uint64(8)) | b
+        word = _group_word(packed, g, bits, nbytes)
         for j in range(8):
             i = g * 8 + j
             if i < n:

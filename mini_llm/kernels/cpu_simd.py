@@ -238,6 +238,41 @@ def _byte_lookup(
     return vectors
 
 
+def _register_lookup(builder: ir.IRBuilder, tb: ir.Value, fma: ir.Function, mode: str, affine_mask: int | None = None):
+    """lookup(codes) -> 16 floats for 16 int32 codes: 'permute' (vpermps, 16-entry table in one register),
+    'permute2' (vpermi2ps, 32 entries in two) or 'affine' (table[0] + code * table[1], codes & affine_mask first)."""
+    module = builder.module
+    if mode == "permute":
+        permute = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16F, [_V16F, _V16I]), "llvm.x86.avx512.permvar.sf.512"
+        )
+        table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
+        return lambda codes: builder.call(permute, [table_lo, codes])
+    if mode == "permute2":
+        permute2 = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16F, [_V16F, _V16I, _V16F]), "llvm.x86.avx512.vpermi2var.ps.512"
+        )
+        table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
+        table_hi = _vector_load(builder, tb, ir.Constant(_I64, 16), _V16F)
+        return lambda codes: builder.call(permute2, [table_lo, codes, table_hi])
+    base = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 0)])))
+    step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
+
+    def affine(codes: ir.Value) -> ir.Value:
+        if affine_mask is not None:
+            codes = builder.and_(codes, ir.Constant(_V16I, [affine_mask] * 16))
+        return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
+
+    return affine
+
+
+def _prefetch_function(module: ir.Module) -> ir.Function:
+    """llvm.prefetch (address, read/write, locality, data/instruction cache)."""
+    return cgutils.get_or_insert_function(
+        module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0"
+    )
+
+
 def make_row_dot(bits: int, mode: str, unroll: int = 0):
     """An intrinsic row_dot(packed, byte_off, x, x_off, absmax, blk_off, n_blocks, chunks, table) -> float32.
 
@@ -259,38 +294,14 @@ def make_row_dot(bits: int, mode: str, unroll: int = 0):
             tb = context.make_array(arg_types[8])(context, builder, tb_arr).data
             module = builder.module
             fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
-            if mode == "permute":
-                permute = cgutils.get_or_insert_function(
-                    module, ir.FunctionType(_V16F, [_V16F, _V16I]), "llvm.x86.avx512.permvar.sf.512"
-                )
-                table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
-
-                def lookup(codes):
-                    return builder.call(permute, [table_lo, codes])
-
-            elif mode == "permute2":
-                permute2 = cgutils.get_or_insert_function(
-                    module, ir.FunctionType(_V16F, [_V16F, _V16I, _V16F]), "llvm.x86.avx512.vpermi2var.ps.512"
-                )
-                table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
-                table_hi = _vector_load(builder, tb, ir.Constant(_I64, 16), _V16F)
-
-                def lookup(codes):
-                    return builder.call(permute2, [table_lo, codes, table_hi])
-
-            elif mode == "bytes":
+            if mode == "bytes":
                 permute_b = cgutils.get_or_insert_function(
                     module, ir.FunctionType(_V64B, [_V64B] * 3), "llvm.x86.avx512.vpermi2var.qi.512"
                 )
                 tb_bytes = builder.bitcast(tb, _I8.as_pointer())
                 planes = [_vector_load(builder, tb_bytes, ir.Constant(_I64, 64 * i), _V64B) for i in range(16)]
-
-            else:  # affine: base + code * step
-                base = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 0)])))
-                step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
-
-                def lookup(codes):
-                    return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
+            else:
+                lookup = _register_lookup(builder, tb, fma, mode)
 
             zero = ir.Constant(_V16F, [0.0] * 16)
             acc = cgutils.alloca_once_value(builder, zero)
@@ -300,9 +311,7 @@ def make_row_dot(bits: int, mode: str, unroll: int = 0):
             # the register permutes read only the index bits they need (kernel_table tiles the table to match)
             unmasked = mode in ("permute", "permute2")
             chunk_bytes = ir.Constant(_I64, n_codes * bits // 8)
-            prefetch = cgutils.get_or_insert_function(
-                module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0"
-            )
+            prefetch = _prefetch_function(module)
 
             def emit_chunk(chunk):
                 """Accumulate the chunk-th run of n_codes codes of the row into acc_a and acc_b."""
@@ -386,26 +395,9 @@ def make_row_dot_group3(mode: str):
             tb = context.make_array(arg_types[8])(context, builder, tb_arr).data
             module = builder.module
             fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
-            if mode == "permute":
-                permute = cgutils.get_or_insert_function(
-                    module, ir.FunctionType(_V16F, [_V16F, _V16I]), "llvm.x86.avx512.permvar.sf.512"
-                )
-                table_lo = _vector_load(builder, tb, ir.Constant(_I64, 0), _V16F)
-
-                def lookup(codes):  # vpermps reads index bits 0..3; the 8 values are repeated twice
-                    return builder.call(permute, [table_lo, codes])
-
-            else:  # affine: base + code * step
-                base = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 0)])))
-                step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
-
-                def lookup(codes):
-                    codes = builder.and_(codes, ir.Constant(_V16I, [7] * 16))
-                    return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
-
-            prefetch = cgutils.get_or_insert_function(
-                module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0"
-            )
+            # permute: vpermps reads index bits 0..3, the 8 values are repeated twice; affine: the codes need masking
+            lookup = _register_lookup(builder, tb, fma, mode, affine_mask=7)
+            prefetch = _prefetch_function(module)
             order = [i for group in range(16) for i in (3 * group + 2, 3 * group + 1, 3 * group, 3 * group)]
             order_const = ir.Constant(ir.VectorType(_I32, 64), order)  # little-endian 24-bit big-endian words
             # the last 48 bytes of packed are read by a masked load (no read past its end)
