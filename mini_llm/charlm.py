@@ -304,6 +304,7 @@ def train_char_gpt(
     overwrite: bool = False,
     log: Log | None = None,
     keep_steps: Sequence[int] = (),
+    until: int | None = None,
 ) -> tuple[GPT, CharTokenizer, list[dict[str, Any]]]:
     """Train the preset's char-level GPT and write checkpoint, tokenizer, config and history into ``out_dir``.
 
@@ -313,7 +314,8 @@ def train_char_gpt(
     holds a checkpoint is refused (FileExistsError). ``log`` receives one-line progress messages. ``preset`` is a
     name in PRESETS or a CharGPTPreset. For each step in ``keep_steps`` the weights after that step are kept in
     ``weights_step<NNNNNN>.safetensors`` (see ``save_weights``; steps already passed when resuming are not redone).
-    Returns (model in eval mode, tokenizer, history).
+    ``until`` stops after that step (the learning-rate schedule stays the one of max_steps, so the weights equal
+    those of a full run at that step, and ``resume`` continues it). Returns (model in eval mode, tokenizer, history).
     """
     say = log or (lambda message: None)
     preset_name, preset_obj = _resolve_preset(preset)
@@ -338,15 +340,18 @@ def train_char_gpt(
         f"{trainer.config.max_steps} steps of {trainer.config.batch_size} sequences on {torch_device}"
         + (f", resuming after step {trainer.step}" if resume else ""))
 
+    last = trainer.config.max_steps if until is None else until
+    if not isinstance(last, int) or not trainer.step <= last <= trainer.config.max_steps:
+        raise ValueError(f"until must be an integer in {trainer.step}..{trainer.config.max_steps}, got {until!r}")
     start = time.perf_counter()
     for step in sorted(set(keep_steps)):
-        if step > trainer.config.max_steps:
+        if step > last:
             continue
         if step > trainer.step:
             trainer.train(until=step)
         if step == trainer.step and not (out / KEPT_WEIGHTS.format(step=step)).is_file():
             save_weights(trainer.model, out / KEPT_WEIGHTS.format(step=step), {"step": step})
-    history = trainer.train()
+    history = trainer.train(until=last)
     seconds = time.perf_counter() - start
     summary = _summary(trainer, seconds, torch_device)
     write_history(out / HISTORY_FILE, history)

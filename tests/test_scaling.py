@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cli_runner import run_main
 from safetensors.torch import load_file
 
-from mini_llm.charlm import load_weights, prepare_data
+from mini_llm.charlm import load_weights, prepare_data, train_char_gpt
 from mini_llm.nn import GPT
 from mini_llm.quant import count_quantized
 from mini_llm.scaling import analysis, sweep, zoo
@@ -157,6 +157,19 @@ def test_an_interrupted_zoo_resumes_to_the_identical_state(trained, tmp_path, mo
     a = load_file(str(job.run_dir(trained) / "checkpoint.safetensors"))
     b = load_file(str(job.run_dir(tmp_path) / "checkpoint.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # weights, optimizer moments and generator states
+
+
+def test_training_until_a_step_gives_the_full_runs_weights_at_that_step(trained, tmp_path):
+    job = zoo.plan("test", [TEST_SIZE], [0])[0]
+    preset = job.size.preset("test")
+    train_char_gpt(preset, tmp_path, seed=0, progress=False, keep_steps=job.size.keep_steps(), until=2)
+    kept = sorted(p.name for p in tmp_path.glob("weights_step*.safetensors"))
+    assert kept == ["weights_step000001.safetensors", "weights_step000002.safetensors"]
+    reference = load_file(str(zoo.zoo_checkpoints([job], trained, [Fraction(1, 4)])[0].path))
+    partial = load_file(str(tmp_path / "weights_step000002.safetensors"))
+    assert all(torch.equal(reference[k], partial[k]) for k in reference)
+    with pytest.raises(ValueError, match="until must be an integer in 0..8"):
+        train_char_gpt(preset, tmp_path / "b", seed=0, progress=False, until=9)
 
 
 # ---------------------------------------------------------------------------------------------------------------
