@@ -1,4 +1,5 @@
-"""The ``mini-llm`` command: ``train`` / ``generate`` a char-level GPT on People's Daily, ``zoo`` and ``sweep``.
+"""The ``mini-llm`` command: ``train`` / ``generate`` a char-level GPT on People's Daily, ``zoo``, ``sweep``,
+and ``classify`` (the review-sentiment classifiers of chapter 5).
 
 User errors (bad flags, a missing or corrupt run directory, a prompt the model cannot read) print one
 ``mini-llm <command>: error: ...`` line on stderr and give exit status 2; no traceback.
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_zoo(commands)
     _add_sweep(commands)
+    _add_classify(commands)
     return parser
 
 
@@ -248,6 +250,112 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
                        help="share of input dimensions kept in 16 bit with outliers (default 0.02)")
     sweep.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: every core)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _classify_preset(text: str) -> str:
+    """The name of a preset in ``mini_llm.classify.PRESETS``."""
+    from mini_llm.classify import get_preset
+
+    try:
+        get_preset(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
+
+
+def _review_text(text: str) -> str:
+    """A text with at least one non-space character."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty: give a review to classify")
+    return text
+
+
+def _add_classify(commands: argparse._SubParsersAction) -> None:
+    """The ``classify train`` and ``classify eval`` subcommands."""
+    from mini_llm.classify import MODELS, PRESETS
+
+    classify = commands.add_parser(
+        "classify", help="review-sentiment classifiers of chapter 5 (naive Bayes, transformers BERT, mini_llm BERT)",
+        description="Train and evaluate review-sentiment classifiers on the fixed train/validation/test split.",
+    )
+    actions = classify.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
+    presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+    for action, text in (("train", "train a classifier into its run directory"),
+                         ("eval", "evaluate a trained classifier on the test split (or classify --text)")):
+        parser = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        parser.add_argument("--model", required=True, choices=MODELS, help="which classifier")
+        parser.add_argument("--preset", type=_classify_preset, default="book", help=f"size ({presets}; default book)")
+        parser.add_argument("--seed", type=seed_value, default=0, help="shuffling, weights, dropout (default 0)")
+        parser.add_argument("--cache-dir", type=Path, default=None,
+                            help="cache root; runs live in <cache>/classify/<model>-<preset>-seed<seed> "
+                                 "(default: $MINI_LLM_CACHE, else ~/.cache/mini_llm)")
+        parser.add_argument("--checkpoint", type=Path, default=None,
+                            help="run directory (default: the one in the cache for --model, --preset and --seed)")
+        parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+        if action == "train":
+            parser.add_argument("--overwrite", action="store_true", help="replace a run already in the directory")
+            parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        else:
+            parser.add_argument("--split", choices=("test", "validation"), default="test",
+                                help="which split to measure (default test)")
+            parser.add_argument("--out", type=Path, default=None,
+                                help="JSON file for the metrics and per-example predictions, e.g. "
+                                     "results/classify_naive_bayes.json (default: <run directory>/eval_<split>.json)")
+            parser.add_argument("--text", type=_review_text, action="append", default=None,
+                                help="classify this text instead of a split (repeatable)")
+
+
+def run_classify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """``mini-llm classify train`` / ``mini-llm classify eval``."""
+    import torch
+
+    from mini_llm.classify import default_run_dir, evaluate_run, predict_texts, train_run, write_eval
+    from mini_llm.classify.runs import read_run
+
+    command = f"classify {args.classify_command}"
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run_dir = args.checkpoint or default_run_dir(args.model, args.preset, args.seed, args.cache_dir)
+    if args.classify_command == "train":
+        try:
+            train_run(args.model, args.preset, run_dir, seed=args.seed, progress=not args.no_progress,
+                      overwrite=args.overwrite, log=print)
+        except (OSError, ValueError) as error:
+            return _error(command, str(error))
+        except KeyboardInterrupt:
+            print("\ninterrupted; nothing was saved as a finished run: run the same command again", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"wrote {run_dir}")
+        print(f"next: {PROG} classify eval --model {args.model} --checkpoint {run_dir}")
+        return 0
+    if not (run_dir / "run.json").is_file():
+        flag = "--checkpoint" if args.checkpoint else "--model/--preset/--seed"
+        return _error(command, f"argument {flag}: no trained classifier in {run_dir}; train one first with: "
+                               f"{PROG} classify train --model {args.model} --preset {args.preset} --seed {args.seed}"
+                               + (f" --checkpoint {run_dir}" if args.checkpoint else ""))
+    try:
+        trained = read_run(run_dir)["model"]
+        if trained != args.model:
+            return _error(command, f"argument --model: {run_dir} holds a {trained} run, not {args.model}")
+        if args.text:
+            probabilities = predict_texts(run_dir, args.text)
+            for text, row in zip(args.text, probabilities, strict=True):
+                label = "positive" if row.argmax() == 1 else "negative"
+                print(f"{label}\tP(positive) = {row[1]:.4f}\t{text}")
+            return 0
+        line = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
+        result = evaluate_run(run_dir, args.split, command=line)
+        out = write_eval(result, args.out or run_dir / f"eval_{args.split}.json")
+    except (OSError, ValueError) as error:
+        return _error(command, str(error))
+    metrics = result["metrics"]
+    accuracy, f1 = metrics["accuracy"], metrics["macro_f1"]
+    print(f"{args.model} on the {args.split} split ({metrics['n']} reviews): "
+          f"accuracy {accuracy['value']:.2%} [{accuracy['low']:.2%}, {accuracy['high']:.2%}], "
+          f"macro F1 {f1['value']:.4f} [{f1['low']:.4f}, {f1['high']:.4f}] (95% intervals)")
+    print(f"confusion matrix (rows: true negative, positive; columns: predicted): {metrics['confusion_matrix']}")
+    print(f"wrote {out}")
+    return 0
 
 
 def _error(command: str, message: str) -> int:
@@ -403,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_zoo(args)
     if args.command == "sweep":
         return run_sweep_command(args)
+    if args.command == "classify":
+        return run_classify(args, argv)
     try:
         return run_generate(args)
     except KeyboardInterrupt:

@@ -1,0 +1,429 @@
+"""Train, save, load and evaluate the three review classifiers; one run directory per trained model.
+
+A run directory holds ``run.json`` (format, model, preset, seed, timings, histories; written last, so a run
+without it is incomplete) and the model's files, all safetensors or JSON (no pickle):
+- naive-bayes: ``naive_bayes.safetensors`` (log prior, log likelihoods, classes) and ``ngrams.json``
+- bert-hf:     ``model/`` (transformers' config.json + model.safetensors) and ``tokenizer/`` (tokenizer.json, ...)
+- mini-llm:    ``model.safetensors``, ``bert_config.json`` and ``tokenizer.json`` (CharTokenizer)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_model, save_model
+
+from mini_llm import __version__
+from mini_llm.classify.finetune import fine_tune, predict_logits
+from mini_llm.classify.hf_bert import hf_bert_classifier
+from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
+from mini_llm.classify.metrics import classification_metrics
+from mini_llm.classify.mlm import CharEncoder, MaskedWindows, SpecialVocabulary, masked_lm_loss
+from mini_llm.classify.naive_bayes import CharNGramNaiveBayes
+from mini_llm.classify.presets import ClassifyPreset, check_model, get_preset
+from mini_llm.classify.text_data import Encoder, TextClassificationDataset, make_loader
+from mini_llm.data import CharTokenizer, load_people_daily, load_reviews
+
+RUN_FILE = "run.json"
+RUN_FORMAT = "mini_llm.classify.run/1"
+EVAL_FORMAT = "mini_llm.classify.eval/1"
+CACHE_ENV = "MINI_LLM_CACHE"
+SPLITS = ("validation", "test")
+PRETRAIN_HELDOUT = 0.05  # the last 5% of People's Daily paragraphs measure the pre-training loss
+Log = Callable[[str], None]
+
+
+def default_run_dir(model: str, preset: str, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+    """<cache>/classify/<model>-<preset>-seed<seed>; cache = cache_dir, $MINI_LLM_CACHE or ~/.cache/mini_llm."""
+    if cache_dir is not None:
+        root = Path(cache_dir).expanduser()
+    elif os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV]).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mini_llm"
+    return root / "classify" / f"{check_model(model)}-{preset}-seed{seed}"
+
+
+def review_split(name: str, max_size: int | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(texts, labels) of the fixed train / validation / test split, the first max_size of them if given."""
+    if name not in ("train", *SPLITS):
+        raise ValueError(f"split must be one of train, {', '.join(SPLITS)}; got {name!r}")
+    part = getattr(load_reviews(), name)
+    return part.texts[:max_size], part.labels[:max_size]
+
+
+class NaiveBayesPredictor:
+    """predict_proba for a fitted CharNGramNaiveBayes."""
+
+    def __init__(self, model: CharNGramNaiveBayes) -> None:
+        self.model = model
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) class probabilities."""
+        return np.exp(self.model.predict_log_proba(list(texts)))
+
+
+class TorchPredictor:
+    """predict_proba for a BERT classifier and its encode function."""
+
+    def __init__(self, model: torch.nn.Module, encode: Encoder, batch_size: int = 128) -> None:
+        self.model, self.encode, self.batch_size = model, encode, batch_size
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) class probabilities (softmax of the logits), computed in eval mode."""
+        dataset = TextClassificationDataset(texts, [0] * len(texts))
+        logits, _, _ = predict_logits(self.model, make_loader(dataset, self.encode, self.batch_size))
+        return logits.softmax(-1).double().numpy()  # (N, C)
+
+
+def select_naive_bayes(
+    preset: ClassifyPreset, progress: bool = False
+) -> tuple[CharNGramNaiveBayes, list[dict[str, float]]]:
+    """Fit every (n_max, alpha) of the preset on the training split; keep the best on the validation split."""
+    from tqdm import tqdm
+
+    train_texts, train_labels = review_split("train", preset.max_train)
+    val_texts, val_labels = review_split("validation")
+    table, best, best_accuracy = [], None, -1.0
+    grid = [(n_max, alpha) for n_max in preset.nb_n_max for alpha in preset.nb_alpha]
+    for n_max, alpha in tqdm(grid, desc="naive Bayes grid", disable=not progress):
+        model = CharNGramNaiveBayes(n_min=1, n_max=n_max, alpha=alpha).fit(train_texts, train_labels)
+        accuracy = float(np.mean(model.predict(val_texts) == np.asarray(val_labels)))
+        table.append({"n_max": n_max, "alpha": alpha, "val_accuracy": accuracy})
+        if accuracy > best_accuracy:
+            best, best_accuracy = model, accuracy
+    return best, table
+
+
+def _save_naive_bayes(model: CharNGramNaiveBayes, out: Path) -> None:
+    """naive_bayes.safetensors (arrays) and ngrams.json (settings and the n-gram of every column)."""
+    save_numpy(
+        {
+            "class_log_prior": model.class_log_prior,
+            "feature_log_prob": model.feature_log_prob,
+            "classes": model.classes.astype(np.int64),
+        },
+        str(out / "naive_bayes.safetensors"),
+    )
+    settings = {"n_min": model.n_min, "n_max": model.n_max, "alpha": model.alpha, "ngrams": list(model.vocabulary)}
+    (out / "ngrams.json").write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+
+
+def _load_naive_bayes(run_dir: Path) -> CharNGramNaiveBayes:
+    """Inverse of _save_naive_bayes."""
+    settings = json.loads((run_dir / "ngrams.json").read_text(encoding="utf-8"))
+    arrays = load_numpy(str(run_dir / "naive_bayes.safetensors"))
+    model = CharNGramNaiveBayes(n_min=settings["n_min"], n_max=settings["n_max"], alpha=settings["alpha"])
+    model.vocabulary = {gram: column for column, gram in enumerate(settings["ngrams"])}
+    model.classes = arrays["classes"]
+    model.class_log_prior, model.feature_log_prob = arrays["class_log_prior"], arrays["feature_log_prob"]
+    return model
+
+
+@contextmanager
+def _quiet_transformers(quiet: bool = True) -> Iterator[None]:
+    """Hide transformers' own progress bars (saving and loading shards) inside the block when ``quiet``."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _loaders(encode: Encoder, preset: ClassifyPreset) -> tuple[Any, Any]:
+    """(shuffled training loader, validation loader) of padded batches."""
+    config = preset.finetune
+    train = TextClassificationDataset(*review_split("train", preset.max_train))
+    validation = TextClassificationDataset(*review_split("validation"))
+    return (
+        make_loader(train, encode, config.batch_size, shuffle=True, seed=config.seed),
+        make_loader(validation, encode, 128),
+    )
+
+
+def train_hf_bert(preset: ClassifyPreset, out: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Tokenizer on the training texts, small BERT from scratch, fine-tuning; saved to ``out`` when given."""
+    start = time.perf_counter()
+    tokenizer = train_char_tokenizer(review_split("train", preset.max_train)[0])
+    model = hf_bert_classifier(tokenizer, preset.size, preset.finetune.max_length, seed=preset.finetune.seed)
+    encode = HFEncoder(tokenizer, preset.finetune.max_length)
+    history = fine_tune(model, *_loaders(encode, preset), preset.finetune, progress=progress)
+    if out is not None:
+        with _quiet_transformers():
+            model.save_pretrained(out / "model", safe_serialization=True)
+            tokenizer.save_pretrained(out / "tokenizer")
+    return {
+        "model": model,
+        "tokenizer": tokenizer,
+        "encode": encode,
+        "history": history,
+        "seconds": time.perf_counter() - start,
+        "vocab_size": len(tokenizer),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _mini_bert_config(vocabulary: SpecialVocabulary, preset: ClassifyPreset) -> Any:
+    """mini_llm's BertConfig for the shared vocabulary and the preset's size."""
+    from mini_llm.nn import BertConfig
+
+    size = preset.size
+    return BertConfig(
+        vocab_size=vocabulary.vocab_size,
+        hidden_size=size.hidden_size,
+        num_hidden_layers=size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads,
+        intermediate_size=size.intermediate_size,
+        hidden_dropout_prob=size.dropout,
+        attention_probs_dropout_prob=size.dropout,
+        max_position_embeddings=preset.finetune.max_length,
+        pad_token_id=vocabulary.pad_id,
+    )
+
+
+def _eval_points(history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The Trainer's per-step history cut to its evaluation steps, with the mean training loss since the last one."""
+    points, window = [], []
+    for record in history:
+        window.append(record["train_loss"])
+        if record["eval_loss"] is not None:
+            points.append(
+                {"step": record["step"], "train_loss": sum(window) / len(window), "eval_loss": record["eval_loss"]}
+            )
+            window = []
+    return points
+
+
+def train_mini_llm(preset: ClassifyPreset, out: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """MLM pre-training of mini_llm's BERT on People's Daily, then fine-tuning on the reviews."""
+    from mini_llm.nn import BertForMaskedLM, BertForSequenceClassification
+    from mini_llm.train import Trainer, TrainerConfig
+
+    start = time.perf_counter()
+    cfg, seed, seq_len = preset.pretrain, preset.finetune.seed, preset.finetune.max_length
+    paragraphs = load_people_daily(form="text")
+    split = int((1 - PRETRAIN_HELDOUT) * len(paragraphs))
+    text = "".join(paragraphs[:split])[: cfg.max_chars]
+    heldout = "".join(paragraphs[split:])[: cfg.max_chars]
+    vocabulary = SpecialVocabulary.from_texts([text, *review_split("train", preset.max_train)[0]], cfg.min_count)
+    config = _mini_bert_config(vocabulary, preset)
+    torch.manual_seed(seed)
+    mlm_model = BertForMaskedLM(config)
+    trainer_config = TrainerConfig(
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=min(cfg.warmup_steps, cfg.steps // 2),
+        min_lr=cfg.lr / 10,
+        weight_decay=0.01,
+        eval_interval=max(1, cfg.steps // 10),
+        eval_batches=5,
+        seed=seed,
+        progress=progress,
+    )
+    windows = [
+        MaskedWindows(torch.tensor(vocabulary.tokenizer.encode(part)), vocabulary, seq_len) for part in (text, heldout)
+    ]
+    trainer = Trainer(mlm_model, trainer_config, *windows, loss_fn=masked_lm_loss)
+    trainer.train()
+    pretrain_seconds = time.perf_counter() - start
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    model.bert.load_state_dict(mlm_model.bert.state_dict())
+    encode = CharEncoder(vocabulary, seq_len)
+    history = fine_tune(model, *_loaders(encode, preset), preset.finetune, progress=progress)
+    if out is not None:
+        save_model(model, str(out / "model.safetensors"))
+        (out / "bert_config.json").write_text(json.dumps(asdict(config)), encoding="utf-8")
+        vocabulary.tokenizer.save(out / "tokenizer.json")
+    return {
+        "model": model,
+        "encode": encode,
+        "history": history,
+        "vocab_size": vocabulary.vocab_size,
+        "seconds": time.perf_counter() - start,
+        "pretrain_seconds": pretrain_seconds,
+        "pretrain_history": _eval_points(trainer.history),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def train_run(
+    model: str,
+    preset: str,
+    out: str | os.PathLike,
+    seed: int = 0,
+    progress: bool = False,
+    overwrite: bool = False,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train one classifier into the run directory ``out``; return the contents of its run.json."""
+    from dataclasses import replace
+
+    check_model(model)
+    settings = get_preset(preset)
+    settings = replace(settings, finetune=replace(settings.finetune, seed=seed))
+    out = Path(out)
+    if (out / RUN_FILE).exists() and not overwrite:
+        raise ValueError(f"{out} already holds a trained run; pass overwrite=True (--overwrite) to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).unlink(missing_ok=True)
+    info: dict[str, Any] = {
+        "format": RUN_FORMAT,
+        "model": model,
+        "preset": preset,
+        "seed": seed,
+        "preset_settings": settings.as_dict(),
+        "mini_llm_version": __version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "n_train": len(review_split("train", settings.max_train)[0]),
+    }
+    start = time.perf_counter()
+    if model == "naive-bayes":
+        nb, table = select_naive_bayes(settings, progress)
+        _save_naive_bayes(nb, out)
+        info |= {"selection": table, "chosen": {"n_max": nb.n_max, "alpha": nb.alpha}, "ngrams": len(nb.vocabulary)}
+    else:
+        trained = (train_hf_bert if model == "bert-hf" else train_mini_llm)(settings, out, progress)
+        info |= {key: value for key, value in trained.items() if key not in ("model", "tokenizer", "encode")}
+    info["seconds"] = time.perf_counter() - start
+    (out / RUN_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
+    if log is not None:
+        log(f"trained {model} ({preset}) in {info['seconds']:.1f} s with {info['torch_threads']} torch threads")
+    return info
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run.json of a run directory; FileNotFoundError / ValueError saying what is wrong."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        what = "does not exist" if not run_dir.exists() else f"has no {RUN_FILE} (training unfinished?)"
+        raise FileNotFoundError(f"no trained classifier in {run_dir}: the directory {what}")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path} is not a classifier run (format must be {RUN_FORMAT!r})")
+    check_model(info.get("model"))
+    return info
+
+
+def load_classifier(run_dir: str | os.PathLike) -> tuple[NaiveBayesPredictor | TorchPredictor, dict[str, Any]]:
+    """(predictor with predict_proba(texts), run.json) of a trained run directory."""
+    from mini_llm.nn import BertConfig, BertForSequenceClassification
+
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    max_length = info["preset_settings"]["finetune"]["max_length"]
+    try:
+        if info["model"] == "naive-bayes":
+            return NaiveBayesPredictor(_load_naive_bayes(run_dir)), info
+        if info["model"] == "bert-hf":
+            from transformers import BertForSequenceClassification as HFBertForSequenceClassification
+            from transformers import PreTrainedTokenizerFast
+
+            with _quiet_transformers():
+                tokenizer = PreTrainedTokenizerFast.from_pretrained(run_dir / "tokenizer", local_files_only=True)
+                model = HFBertForSequenceClassification.from_pretrained(run_dir / "model", local_files_only=True)
+            return TorchPredictor(model.eval(), HFEncoder(tokenizer, max_length)), info
+        config = BertConfig(**json.loads((run_dir / "bert_config.json").read_text(encoding="utf-8")))
+        model = BertForSequenceClassification(config)
+        load_model(model, str(run_dir / "model.safetensors"))
+        vocabulary = SpecialVocabulary(CharTokenizer.load(run_dir / "tokenizer.json"))
+        return TorchPredictor(model.eval(), CharEncoder(vocabulary, max_length)), info
+    except (OSError, KeyError, SafetensorError, json.JSONDecodeError) as error:
+        raise ValueError(f"{run_dir} holds an incomplete or corrupt {info['model']} run: {error}") from error
+
+
+def predict_texts(run_dir: str | os.PathLike, texts: Sequence[str]) -> np.ndarray:
+    """(N, C) class probabilities of ``texts`` under the classifier in run_dir."""
+    texts = list(texts)
+    if not texts or not all(isinstance(text, str) and text.strip() for text in texts):
+        raise ValueError("texts must be a non-empty list of non-blank strings")
+    predictor, _ = load_classifier(run_dir)
+    return predictor.predict_proba(texts)
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str = "test", command: str | None = None) -> dict[str, Any]:
+    """Metrics, per-example predictions and the training record of a run on one split, as a JSON-ready dict."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    predictor, info = load_classifier(run_dir)
+    texts, labels = review_split(split)
+    start = time.perf_counter()
+    probabilities = predictor.predict_proba(texts)  # (N, C)
+    seconds = time.perf_counter() - start
+    predictions = probabilities.argmax(axis=1)  # (N,)
+    training = {
+        key: info[key]
+        for key in (
+            "seconds",
+            "pretrain_seconds",
+            "torch_threads",
+            "cpu_count",
+            "machine",
+            "n_train",
+            "parameters",
+            "vocab_size",
+            "ngrams",
+            "chosen",
+        )
+        if key in info
+    }
+    curves = {key: info[key] for key in ("history", "pretrain_history", "selection") if key in info}
+    return {
+        "format": EVAL_FORMAT,
+        "command": command,
+        "model": info["model"],
+        "preset": info["preset"],
+        "seed": info["seed"],
+        "split": split,
+        "metrics": classification_metrics(labels, predictions).to_dict(),
+        "predict_seconds": seconds,
+        "training": training,
+        "curves": curves,
+        "predictions": predictions.tolist(),
+        "positive_probability": [round(float(p), 4) for p in probabilities[:, 1]],
+    }
+
+
+def write_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write an evaluate_run result as indented JSON, the per-example lists on one line each."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    long_lists = ("predictions", "positive_probability")
+    text = json.dumps({k: v for k, v in result.items() if k not in long_lists}, ensure_ascii=False, indent=1)
+    tails = [f' "{key}": {json.dumps(result[key], separators=(",", ":"))}' for key in long_lists if key in result]
+    text = text[: text.rindex("}")].rstrip() + "".join(",\n" + tail for tail in tails) + "\n}\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_eval(path: str | os.PathLike) -> dict[str, Any]:
+    """An evaluation written by write_eval; ValueError if the file is not one."""
+    result = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(result, dict) or result.get("format") != EVAL_FORMAT:
+        raise ValueError(f"{path} is not a classifier evaluation (format must be {EVAL_FORMAT!r})")
+    return result

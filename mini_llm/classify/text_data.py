@@ -1,0 +1,54 @@
+"""Labelled texts as a torch Dataset, and a collate function that pads a batch and builds its attention mask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+# encode(texts) -> {"input_ids": (B, T), "attention_mask": (B, T), ...}: padded to the longest text of the batch
+Encoder = Callable[[list[str]], dict[str, torch.Tensor]]
+
+
+class TextClassificationDataset(Dataset):
+    """(text, label) pairs; the texts stay strings until a batch is collated (TensorDataset cannot hold str)."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[int]) -> None:
+        texts, labels = list(texts), [int(label) for label in labels]
+        if not texts:
+            raise ValueError("texts must not be empty")
+        if len(texts) != len(labels):
+            raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
+        if not all(isinstance(text, str) for text in texts):
+            raise ValueError("texts must all be str")
+        self.texts, self.labels = texts, labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> tuple[str, int]:
+        return self.texts[index], self.labels[index]
+
+
+class PaddingCollator:
+    """Turn a list of (text, label) into one batch: encode(texts) (padded ids, attention mask) plus labels (B,)."""
+
+    def __init__(self, encode: Encoder) -> None:
+        self.encode = encode
+
+    def __call__(self, examples: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
+        texts, labels = zip(*examples, strict=True)
+        batch = dict(self.encode(list(texts)))  # input_ids (B, T), attention_mask (B, T), maybe token_type_ids
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)  # (B,)
+        return batch
+
+
+def make_loader(
+    dataset: TextClassificationDataset, encode: Encoder, batch_size: int, shuffle: bool = False, seed: int = 0
+) -> DataLoader:
+    """A DataLoader of padded batches; with shuffle=True the order comes from a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=PaddingCollator(encode)
+    )
