@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from mini_llm.nn import GPT, GPTConfig
-from mini_llm.quant import QuantizedLinear, count_quantized, model_bits, quantize_model, weight_error
+from mini_llm.quant import (
+    QuantizedLinear,
+    count_quantized,
+    dequantize,
+    model_bits,
+    quantize,
+    quantize_model,
+    weight_error,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,12 +88,36 @@ def test_outlier_dims_are_kept_in_16_bit_and_counted():
     )
     plain = QuantizedLinear.from_linear(ref.transformer.h[0].attn.c_attn, 3, "nf", 64)
     assert plain.stored_bits() == 192 * 64 * 3 + 32 * (192 * 64 // 64)
-    # 192 x 63 weights of 3 bits in blocks of 64, one float16 column of 192 and one int32 index
-    assert layer.stored_bits() == 192 * 63 * 3 + 32 * (192 * 63 // 64) + 16 * 192 + 32
+    # all 192 x 64 codes (the outlier column is zero there) and absmaxes, one float16 column and one int32 index
+    assert layer.stored_bits() == 192 * 64 * 3 + 32 * (192 * 64 // 64) + 16 * 192 + 32
+    assert torch.all(dequantize(layer.packed, layer.state)[:, 5] == 0)
     with torch.no_grad():
         err_outlier = (model(idx).logits - ref(idx).logits).abs().max()
         err_plain = (quantize_model(tiny_gpt_with_outlier(), 3, "nf", 64)(idx).logits - ref(idx).logits).abs().max()
     assert err_outlier < err_plain
+
+
+@pytest.mark.parametrize("codebook", ["nf", "int", "quantile"])
+def test_outlier_columns_leave_the_other_blocks_in_place(codebook):
+    # Rows of very different scales, one block per row: keeping any column in 16 bit must not let a block reach into
+    # the next row (whose absmax would then swamp it); every other weight is quantized exactly as with that column 0.
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 12, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(12, 64, generator=g) * torch.logspace(-2, 1, 12)[:, None])
+    dims = torch.tensor([3, 40])
+    kept = QuantizedLinear.from_linear(layer, 3, codebook, 64, outlier_dims=dims)
+    zeroed = layer.weight.detach().index_fill(1, dims, 0.0)  # (12, 64)
+    expected = dequantize(*quantize(zeroed, 3, codebook, 64)).float()
+    expected[:, dims] = layer.weight.detach()[:, dims].half().float()
+    torch.testing.assert_close(kept.dequantized_weight(), expected, rtol=0, atol=0)
+    x = torch.randn(5, 64, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x), x @ expected.t(), rtol=1e-5, atol=1e-5)
+        error_kept = (kept.dequantized_weight() - layer.weight).norm(dim=1) / layer.weight.norm(dim=1)  # (12,)
+        plain = QuantizedLinear.from_linear(layer, 3, codebook, 64)
+        error_plain = (plain.dequantized_weight() - layer.weight).norm(dim=1) / layer.weight.norm(dim=1)
+    assert torch.all(error_kept <= error_plain * 1.2)  # no row is much worse off for the 16-bit columns
 
 
 def tiny_gpt_with_outlier() -> GPT:

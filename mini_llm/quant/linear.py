@@ -39,7 +39,11 @@ def linear_weight(module: nn.Module) -> torch.Tensor | None:
 
 
 class QuantizedLinear(nn.Module):
-    """y = x W^T + b with W stored as k-bit blockwise codes, and optionally some input columns of W in float16."""
+    """y = x W^T + b with W stored as k-bit blockwise codes, and optionally some input columns of W in float16.
+
+    Outlier columns are set to zero in the k-bit part (so the blocks keep their places in each row and no outlier
+    sets a block's absmax) and stored in float16 beside it; their inputs bypass the k-bit part.
+    """
 
     def __init__(
         self,
@@ -55,7 +59,7 @@ class QuantizedLinear(nn.Module):
             raise ValueError(f"backend must be one of {', '.join(LINEAR_BACKENDS)}, got {backend!r}")
         state.validate(packed)
         if len(state.shape) != 2:
-            raise ValueError(f"state.shape must be (out_features, kept in_features), got {state.shape}")
+            raise ValueError(f"state.shape must be (out_features, in_features), got {state.shape}")
         n_out = 0 if outlier_dims is None else outlier_dims.numel()
         if (outlier_dims is None) != (outlier_weight is None):
             raise ValueError("outlier_dims and outlier_weight must be given together")
@@ -64,7 +68,7 @@ class QuantizedLinear(nn.Module):
                 f"outlier_weight must have shape ({state.shape[0]}, {n_out}), got {tuple(outlier_weight.shape)}"
             )
         self.out_features = state.shape[0]
-        self.in_features = state.shape[1] + n_out
+        self.in_features = state.shape[1]
         self.bits, self.blocksize, self.codebook, self.weight_dtype = (
             state.bits,
             state.blocksize,
@@ -77,12 +81,10 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("absmax", state.absmax)
         self.register_buffer("offset", state.offset)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        dims = torch.zeros(0, dtype=torch.long) if outlier_dims is None else outlier_dims.long()
-        keep = torch.ones(self.in_features, dtype=torch.bool)
-        keep[dims] = False
-        self.register_buffer("outlier_dims", dims if n_out else None)
+        if n_out and not (0 <= int(outlier_dims.min()) and int(outlier_dims.max()) < self.in_features):
+            raise ValueError(f"outlier_dims must lie in 0..{self.in_features - 1}, got {outlier_dims.tolist()}")
+        self.register_buffer("outlier_dims", outlier_dims.long() if n_out else None)
         self.register_buffer("outlier_weight", outlier_weight)
-        self.register_buffer("kept_dims", keep.nonzero().reshape(-1) if n_out else None, persistent=False)
 
     @classmethod
     def from_linear(
@@ -108,10 +110,8 @@ class QuantizedLinear(nn.Module):
                 raise ValueError(f"outlier_dims must lie in 0..{W.shape[1] - 1}, got {outlier_dims.tolist()}")
             if outlier_dims.numel() >= W.shape[1]:
                 raise ValueError("outlier_dims must leave at least one input dimension to quantize")
-            keep = torch.ones(W.shape[1], dtype=torch.bool)
-            keep[outlier_dims] = False
             outlier_weight = W[:, outlier_dims].half()  # (N, n_out) float16
-            W = W[:, keep].contiguous()  # (N, K - n_out)
+            W = W.index_fill(1, outlier_dims, 0.0)  # (N, K): zero columns set no absmax
         else:
             outlier_dims = None
         packed, state = quantize(W, bits, codebook, blocksize, centered=centered)
@@ -121,10 +121,9 @@ class QuantizedLinear(nn.Module):
 
     @property
     def state(self) -> QuantState:
-        """The QuantState of the k-bit part (shape (out_features, in_features - outliers))."""
-        kept = self.in_features - (0 if self.outlier_dims is None else self.outlier_dims.numel())
+        """The QuantState of the k-bit part (shape (out_features, in_features); outlier columns are zero there)."""
         return QuantState(
-            (self.out_features, kept),
+            (self.out_features, self.in_features),
             self.weight_dtype,
             self.bits,
             self.blocksize,
@@ -136,7 +135,7 @@ class QuantizedLinear(nn.Module):
 
     def state_tensors(self) -> list[torch.Tensor]:
         """The buffers that hold the quantized weight (counted by stored_bits, not as plain tensors)."""
-        names = ("packed", "code", "absmax", "offset", "outlier_dims", "outlier_weight", "kept_dims")
+        names = ("packed", "code", "absmax", "offset", "outlier_dims", "outlier_weight")
         return [t for t in (getattr(self, n) for n in names) if t is not None]
 
     def stored_bits(self) -> int:
@@ -148,12 +147,9 @@ class QuantizedLinear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The full (out_features, in_features) float32 weight this layer computes with (pure torch)."""
-        kept = dequantize_reference(self.packed, self.state).float()  # (N, K - n_out)
-        if self.outlier_dims is None:
-            return kept
-        W = kept.new_empty(self.out_features, self.in_features)  # (N, K)
-        W[:, self.kept_dims] = kept
-        W[:, self.outlier_dims] = self.outlier_weight.float()
+        W = dequantize_reference(self.packed, self.state).float()  # (N, K)
+        if self.outlier_dims is not None:
+            W[:, self.outlier_dims] = self.outlier_weight.float()
         return W
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +158,7 @@ class QuantizedLinear(nn.Module):
             raise ValueError(f"x must end in in_features={self.in_features}, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
-        xq = x2 if self.kept_dims is None else x2[:, self.kept_dims]  # (M, K - n_out)
+        xq = x2 if self.outlier_dims is None else x2.index_fill(1, self.outlier_dims, 0.0)  # (M, K)
         on_gpu = x.device.type == "cuda"
         fast = self.backend != "reference" and (on_gpu or x.device.type == "cpu") and not torch.is_grad_enabled()
         if fast and xq.shape[0] <= SMALL_BATCH:
