@@ -12,6 +12,8 @@ from mini_llm.classify import (
     SpecialVocabulary,
     TextClassificationDataset,
     evaluate_run,
+    fine_tune,
+    hf_bert_classifier,
     load_classifier,
     make_loader,
     predict_texts,
@@ -147,3 +149,19 @@ def test_default_run_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("MINI_LLM_CACHE", str(tmp_path))
     assert default_run_dir("bert-hf", "book") == tmp_path / "classify" / "bert-hf-book-seed0"
     assert default_run_dir("mini-llm", "tiny", 3, tmp_path / "c") == tmp_path / "c" / "classify" / "mini-llm-tiny-seed3"
+
+
+def test_evaluating_does_not_change_training():
+    """Loaders never draw from torch's global generator, so the evaluation schedule leaves the dropout masks alone."""
+    histories = []
+    for eval_every in (1, 4):
+        preset = get_preset("tiny")
+        config = FineTuneConfig(epochs=1, batch_size=50, max_length=32, eval_every=eval_every)
+        tokenizer = train_char_tokenizer(review_split("train", preset.max_train)[0])
+        encode = HFEncoder(tokenizer, config.max_length)
+        model = hf_bert_classifier(tokenizer, preset.size, config.max_length)
+        train = make_loader(TextClassificationDataset(*review_split("train", 200)), encode, 50, shuffle=True)
+        validation = make_loader(TextClassificationDataset(*review_split("validation", 100)), encode, 50)
+        histories.append(fine_tune(model, train, validation, config))
+    assert [len(history) for history in histories] == [4, 1]
+    assert histories[0][-1]["val_loss"] == histories[1][-1]["val_loss"]  # the same model after the last step

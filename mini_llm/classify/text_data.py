@@ -47,8 +47,12 @@ class PaddingCollator:
 def make_loader(
     dataset: TextClassificationDataset, encode: Encoder, batch_size: int, shuffle: bool = False, seed: int = 0
 ) -> DataLoader:
-    """A DataLoader of padded batches; with shuffle=True the order comes from a generator seeded with ``seed``."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    """A DataLoader of padded batches; with shuffle=True the order comes from a generator seeded with ``seed``.
+
+    Every loader gets its own generator: without one, each ``iter(loader)`` draws a seed from torch's global
+    generator, so evaluating more or less often would change the dropout masks of the training steps after it.
+    """
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=PaddingCollator(encode)
     )
