@@ -379,7 +379,7 @@ def test_load_results_rejects_a_malformed_csv(swept, tmp_path, damage, message):
 def test_zoo_list_prints_the_plan(tmp_path):
     code, stdout, _ = run_main(["zoo", "list", "--cache-dir", str(tmp_path)])
     assert code == 0
-    assert "4x176-seed0" in stdout and "missing" in stdout and "estimated" in stdout and str(tmp_path) in stdout
+    assert "3x144-seed0" in stdout and "missing" in stdout and "estimated" in stdout and str(tmp_path) in stdout
 
 
 def test_sweep_command_appends_rows(trained, tmp_path):
