@@ -1,5 +1,11 @@
 """Review-sentiment classifiers of chapter 5: naive Bayes, transformers' BERT, and mini_llm's pre-trained BERT."""
 
+import warnings
+
+with warnings.catch_warnings():  # transformers -> huggingface_hub imports tqdm.auto, which warns in Jupyter kernels
+    warnings.filterwarnings("ignore", message="IProgress not found")  # that lack ipywidgets; harmless, so silenced
+    import transformers  # noqa: F401
+
 from mini_llm.classify.finetune import FineTuneConfig, fine_tune, predict_logits
 from mini_llm.classify.hf_bert import EncoderSize, hf_bert_classifier
 from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
