@@ -22,6 +22,17 @@ class EncoderSize:
         """The fields as a dict (for config.json)."""
         return asdict(self)
 
+    def bert_config_fields(self) -> dict:
+        """The BertConfig fields this size sets; transformers' and mini_llm's BertConfig share these names."""
+        return {
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_dropout_prob": self.dropout,
+            "attention_probs_dropout_prob": self.dropout,
+        }
+
 
 def hf_bert_classifier(
     tokenizer: PreTrainedTokenizerFast, size: EncoderSize, max_length: int, seed: int = 0
@@ -29,12 +40,7 @@ def hf_bert_classifier(
     """A randomly initialised (seeded) BertForSequenceClassification with 2 labels for the tokenizer's vocabulary."""
     config = BertConfig(
         vocab_size=len(tokenizer),
-        hidden_size=size.hidden_size,
-        num_hidden_layers=size.num_hidden_layers,
-        num_attention_heads=size.num_attention_heads,
-        intermediate_size=size.intermediate_size,
-        hidden_dropout_prob=size.dropout,
-        attention_probs_dropout_prob=size.dropout,
+        **size.bert_config_fields(),
         max_position_embeddings=max_length,
         pad_token_id=tokenizer.pad_token_id,
         num_labels=2,

@@ -29,6 +29,18 @@ def accuracy_interval(correct: Sequence[bool] | np.ndarray, z: float = 1.96) -> 
     return p, centre - half, centre + half
 
 
+
+def check_labelled_texts(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int]]:
+    """The texts and integer labels as lists; ValueError if empty, of different lengths or not all str."""
+    texts, labels = list(texts), [int(label) for label in labels]
+    if not texts:
+        raise ValueError("texts must not be empty")
+    if len(texts) != len(labels):
+        raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("texts must all be str")
+    return texts, labels
+
 class CharNGramNaiveBayes:
     """Multinomial naive Bayes on character n-gram counts with add-alpha (Laplace) smoothing."""
 
@@ -47,13 +59,7 @@ class CharNGramNaiveBayes:
 
     def fit(self, texts: Sequence[str], labels: Sequence[int]) -> CharNGramNaiveBayes:
         """Count n-grams per class in texts and estimate the smoothed probabilities; returns self."""
-        texts, labels = list(texts), list(labels)
-        if not texts:
-            raise ValueError("texts must not be empty")
-        if len(texts) != len(labels):
-            raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
-        if not all(isinstance(text, str) for text in texts):
-            raise ValueError("texts must all be str")
+        texts, labels = check_labelled_texts(texts, labels)
         self.classes = np.array(sorted(set(labels)))
         if len(self.classes) < 2:
             raise ValueError(f"labels must hold at least two classes, got {self.classes.tolist()}")

@@ -185,15 +185,9 @@ def _mini_bert_config(vocabulary: SpecialVocabulary, preset: ClassifyPreset) -> 
     """mini_llm's BertConfig for the shared vocabulary and the preset's size."""
     from mini_llm.nn import BertConfig
 
-    size = preset.size
     return BertConfig(
         vocab_size=vocabulary.vocab_size,
-        hidden_size=size.hidden_size,
-        num_hidden_layers=size.num_hidden_layers,
-        num_attention_heads=size.num_attention_heads,
-        intermediate_size=size.intermediate_size,
-        hidden_dropout_prob=size.dropout,
-        attention_probs_dropout_prob=size.dropout,
+        **preset.size.bert_config_fields(),
         max_position_embeddings=preset.finetune.max_length,
         pad_token_id=vocabulary.pad_id,
     )

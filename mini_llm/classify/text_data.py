@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mini_llm.classify.naive_bayes import check_labelled_texts
+
 # encode(texts) -> {"input_ids": (B, T), "attention_mask": (B, T), ...}: padded to the longest text of the batch
 Encoder = Callable[[list[str]], dict[str, torch.Tensor]]
 
@@ -15,14 +17,7 @@ class TextClassificationDataset(Dataset):
     """(text, label) pairs; the texts stay strings until a batch is collated (TensorDataset cannot hold str)."""
 
     def __init__(self, texts: Sequence[str], labels: Sequence[int]) -> None:
-        texts, labels = list(texts), [int(label) for label in labels]
-        if not texts:
-            raise ValueError("texts must not be empty")
-        if len(texts) != len(labels):
-            raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
-        if not all(isinstance(text, str) for text in texts):
-            raise ValueError("texts must all be str")
-        self.texts, self.labels = texts, labels
+        self.texts, self.labels = check_labelled_texts(texts, labels)
 
     def __len__(self) -> int:
         return len(self.texts)
