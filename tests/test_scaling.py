@@ -40,7 +40,8 @@ def test_zoo_sizes_span_50x_with_neighbours_at_most_2x_apart():
     counts = [closed_form_non_embedding(s.n_layer, s.n_embd) for s in sizes]
     assert counts == [s.non_embedding_params() for s in sizes]  # the zoo's count agrees with the formula
     model = GPT(sizes[2].gpt_config())
-    assert sum(p.numel() for p in model.parameters()) == counts[2] + model.config.vocab_size * 64 + 128 * 64
+    width = sizes[2].n_embd
+    assert sum(p.numel() for p in model.parameters()) == counts[2] + model.config.vocab_size * width + 128 * width
     assert len(sizes) >= 7
     assert counts == sorted(counts) and counts[-1] / counts[0] >= 50
     assert all(1 < b / a <= 2 for a, b in zip(counts, counts[1:], strict=False))
