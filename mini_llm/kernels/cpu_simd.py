@@ -273,6 +273,14 @@ def _prefetch_function(module: ir.Module) -> ir.Function:
     )
 
 
+def _horizontal_sum(builder: ir.IRBuilder, module: ir.Module, vector: ir.Value) -> ir.Value:
+    """The float32 sum of the 16 lanes of vector (llvm.vector.reduce.fadd)."""
+    reduce_add = cgutils.get_or_insert_function(
+        module, ir.FunctionType(_F32, [_F32, _V16F]), "llvm.vector.reduce.fadd.v16f32"
+    )
+    return builder.call(reduce_add, [ir.Constant(_F32, 0.0), vector])
+
+
 def make_row_dot(bits: int, mode: str, unroll: int = 0):
     """An intrinsic row_dot(packed, byte_off, x, x_off, absmax, blk_off, n_blocks, chunks, table) -> float32.
 
@@ -354,10 +362,7 @@ def make_row_dot(bits: int, mode: str, unroll: int = 0):
                 scale = _splat(builder, builder.load(builder.gep(am, [builder.add(blk_off_v, block)])))
                 block_sum = builder.fadd(builder.load(acc_a), builder.load(acc_b))
                 builder.store(builder.call(fma, [block_sum, scale, builder.load(acc)]), acc)
-            reduce_add = cgutils.get_or_insert_function(
-                module, ir.FunctionType(_F32, [_F32, _V16F]), "llvm.vector.reduce.fadd.v16f32"
-            )
-            return builder.call(reduce_add, [ir.Constant(_F32, 0.0), builder.load(acc)])
+            return _horizontal_sum(builder, module, builder.load(acc))
 
         return sig, codegen
 
@@ -446,10 +451,7 @@ def make_row_dot_group3(mode: str):
                 s1 = _splat(builder, builder.load(builder.gep(am, [builder.add(first, ir.Constant(_I64, 1))])))
                 scale = builder.shuffle_vector(s0, s1, ir.Constant(_V16I, [0] * 8 + [16] * 8))
                 builder.store(builder.call(fma, [step_sum, scale, builder.load(acc)]), acc)
-            reduce_add = cgutils.get_or_insert_function(
-                module, ir.FunctionType(_F32, [_F32, _V16F]), "llvm.vector.reduce.fadd.v16f32"
-            )
-            return builder.call(reduce_add, [ir.Constant(_F32, 0.0), builder.load(acc)])
+            return _horizontal_sum(builder, module, builder.load(acc))
 
         return sig, codegen
 
