@@ -310,7 +310,7 @@ def run_classify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     import torch
 
     from mini_llm.classify import default_run_dir, evaluate_run, predict_texts, train_run, write_eval
-    from mini_llm.classify.runs import read_run
+    from mini_llm.classify.runs import RUN_FILE, read_run
 
     command = f"classify {args.classify_command}"
     if args.threads is not None:
@@ -328,7 +328,7 @@ def run_classify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         print(f"wrote {run_dir}")
         print(f"next: {PROG} classify eval --model {args.model} --checkpoint {run_dir}")
         return 0
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / RUN_FILE).is_file():
         flag = "--checkpoint" if args.checkpoint else "--model/--preset/--seed"
         return _error(command, f"argument {flag}: no trained classifier in {run_dir}; train one first with: "
                                f"{PROG} classify train --model {args.model} --preset {args.preset} --seed {args.seed}"
