@@ -72,6 +72,12 @@ def _mentions(sentences: Sequence[Sequence[tuple[str, str]]]) -> list[Mention]:
     return [(word, ENTITY_TYPES[tag]) for sentence in sentences for word, tag in sentence if tag in ENTITY_TYPES]
 
 
+def entity_mentions(tagged_paragraphs: Sequence[Sequence[tuple[str, str]]]) -> list[Mention]:
+    """Every person, place and organisation mention of the paragraphs, person-name parts joined."""
+    return [(word, ENTITY_TYPES[tag]) for pairs in tagged_paragraphs for word, tag in merge_entities(pairs)
+            if tag in ENTITY_TYPES]
+
+
 def _text(sentences: Sequence[Sequence[tuple[str, str]]]) -> str:
     return "".join(word for sentence in sentences for word, _ in sentence)
 

@@ -13,6 +13,7 @@ from mini_llm.qa import (
     answer_by_window,
     build_cloze_qa,
     candidates,
+    entity_mentions,
     filled_log_prob,
     language_model_answerer,
     load_cloze_qa,
@@ -37,6 +38,13 @@ PARAGRAPHS = [
 def test_merge_entities_joins_person_name_parts_only():
     assert merge_entities(tag("江/nr 泽民/nr 和/c 李/nr 鹏/nr 、/w 上海/ns 北京/ns")) == [
         ("江泽民", "nr"), ("和", "c"), ("李鹏", "nr"), ("、", "w"), ("上海", "ns"), ("北京", "ns")]
+
+
+def test_entity_mentions_lists_people_places_and_organisations():
+    assert entity_mentions(PARAGRAPHS[:2]) == [
+        ("江泽民", "person"), ("上海", "place"), ("江泽民", "person"), ("上海", "place"),
+        ("李鹏", "person"), ("李鹏", "person"), ("北京", "place"), ("北京", "place")]
+    assert entity_mentions([tag("新华社/nt 报道/v")]) == [("新华社", "organisation")]
 
 
 def test_split_sentences_cuts_after_sentence_ends():
