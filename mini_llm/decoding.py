@@ -125,6 +125,22 @@ def copied_share(texts: Sequence[str], known: AbstractSet[str]) -> float:
     return sum(g in known for g in grams) / len(grams) if grams else 0.0
 
 
+def longest_copied_span(text: str, source: str, known: AbstractSet[str]) -> str:
+    """The longest substring of text found verbatim in source, if it is at least as long as known's n-grams
+    (known = char_ngram_set(source, n)); '' when no n-gram of text is in source."""
+    if not known:
+        raise ValueError("known must be a non-empty set of n-grams of one length (see char_ngram_set)")
+    n = len(next(iter(known)))
+    best = ""
+    for i in range(len(text) - n + 1):
+        if text[i : i + n] not in known:
+            continue
+        j = i + max(n, len(best) + 1)  # only a longer span can replace the best so far
+        while j <= len(text) and text[i:j] in source:
+            best, j = text[i:j], j + 1
+    return best
+
+
 def evaluate_decoding(
     model: torch.nn.Module, tokenizer: CharTokenizer, n_prompts: int = 100, prompt_chars: int = 16,
     new_chars: int = 100, seed: int = 0, strategies: Sequence[DecodingStrategy] = STRATEGIES,
@@ -156,7 +172,8 @@ def evaluate_decoding(
     return {
         "format": RESULT_FORMAT,
         "settings": {"n_prompts": n_prompts, "prompt_chars": prompt_chars, "new_chars": new_chars, "seed": seed,
-                     "prompt_lengths": list(prompt_lengths), "prompt_strategy": prompt_strategy},
+                     "prompt_lengths": list(prompt_lengths), "prompt_strategy": prompt_strategy,
+                     "torch_threads": torch.get_num_threads()},
         "prompts": [p for p, _ in pairs],  # the longest prompts; a run's prompt is the end of each
         "references": references,
         "reference_log_probs": continuation_log_probs(

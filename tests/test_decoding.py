@@ -17,6 +17,7 @@ from mini_llm.decoding import (
     decode_chars,
     evaluate_decoding,
     heldout_prompts,
+    longest_copied_span,
     perplexity,
     read_result,
     write_result,
@@ -106,6 +107,20 @@ def test_copied_share_matches_substring_search():
         char_ngram_set(source, 0)
     with pytest.raises(ValueError, match="known must be a non-empty set"):
         copied_share(texts, set())
+
+
+def test_longest_copied_span_matches_brute_force():
+    source = "人民日报今天发表社论。人民的力量是无穷的"
+    known = char_ngram_set(source, 3)
+    for text in ("我们看人民日报今天的社论", "人民的力量", "无关的句子", "力量是无穷的人民日报今天发表"):
+        substrings = [text[i:j] for i in range(len(text)) for j in range(i + 3, len(text) + 1)]
+        in_source = [s for s in substrings if s in source]
+        expected = max(in_source, key=len) if in_source else ""
+        assert len(longest_copied_span(text, source, known)) == len(expected)
+        assert longest_copied_span(text, source, known) in source
+    assert longest_copied_span("我们看人民日报今天的社论", source, known) == "人民日报今天"
+    with pytest.raises(ValueError, match="known must be a non-empty set"):
+        longest_copied_span("人民", source, set())
 
 
 def test_perplexity_is_exp_of_the_mean_loss_per_character():
