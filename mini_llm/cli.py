@@ -270,8 +270,19 @@ def _review_text(text: str) -> str:
     return text
 
 
+def _imbalance_ratio(text: str) -> float:
+    """A majority:minority ratio: a finite number >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text!r}")
+    return value
+
+
 def _add_classify(commands: argparse._SubParsersAction) -> None:
-    """The ``classify train`` and ``classify eval`` subcommands."""
+    """The ``classify train``, ``classify eval`` and ``classify imbalance`` subcommands."""
     from mini_llm.classify import MODELS, PRESETS
 
     classify = commands.add_parser(
@@ -303,6 +314,30 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
                                      "results/classify_naive_bayes.json (default: <run directory>/eval_<split>.json)")
             parser.add_argument("--text", type=_review_text, action="append", default=None,
                                 help="classify this text instead of a split (repeatable)")
+    text = "train transformers' BERT on imbalanced subsets of the training reviews, without and with class weights"
+    sweep = actions.add_parser("imbalance", help=text, description=text[0].upper() + text[1:] + ".")
+    sweep.add_argument("--preset", type=_classify_preset, default="book", help=f"size ({presets}; default book)")
+    sweep.add_argument("--ratios", type=comma_list(_imbalance_ratio, "--ratios"), default=[4.0, 19.0],
+                       help="majority:minority ratios, comma-separated, each >= 1 (default 4,19)")
+    sweep.add_argument("--seed", type=seed_value, default=0, help="subsampling, shuffling, weights (default 0)")
+    sweep.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    sweep.add_argument("--out", type=Path, required=True, help="JSON file, e.g. results/classify_imbalance.json")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_classify_imbalance(args: argparse.Namespace, argv: Sequence[str] | None, command: str) -> int:
+    """``mini-llm classify imbalance``: the sweep of mini_llm.classify.imbalance_sweep, written to --out."""
+    from mini_llm.classify.imbalance_sweep import imbalance_sweep, write_imbalance
+
+    start = time.perf_counter()
+    try:
+        result = imbalance_sweep(args.preset, args.ratios, seed=args.seed, progress=not args.no_progress, log=print)
+    except ValueError as error:
+        return _error(command, str(error))
+    result = {"command": " ".join([PROG, *(sys.argv[1:] if argv is None else argv)]), **result}
+    write_imbalance(result, args.out)
+    print(f"wrote {args.out} ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
 
 
 def run_classify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
@@ -315,6 +350,8 @@ def run_classify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     command = f"classify {args.classify_command}"
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.classify_command == "imbalance":
+        return _run_classify_imbalance(args, argv, command)
     run_dir = args.checkpoint or default_run_dir(args.model, args.preset, args.seed, args.cache_dir)
     if args.classify_command == "train":
         try:

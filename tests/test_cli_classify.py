@@ -75,3 +75,28 @@ def test_missing_checkpoint(tmp_path, trained):
     run_dir = trained / "classify" / "naive-bayes-tiny-seed0"
     code, _, err = run_main(["classify", "eval", "--model", "mini-llm", "--checkpoint", str(run_dir)])
     assert code == 2 and "argument --model:" in err and "holds a naive-bayes run" in err
+
+
+def test_imbalance_sweep(tmp_path):
+    from mini_llm.classify.imbalance_sweep import read_imbalance
+
+    out_file = tmp_path / "imbalance.json"
+    argv = ["classify", "imbalance", "--preset", "tiny", "--ratios", "4", "--out", str(out_file), "--no-progress"]
+    code, out, err = run_main(argv)
+    assert code == 0, err
+    assert "ratio 1:4 none: test accuracy" in out and "ratio 1:4 weighted: test accuracy" in out
+    result = read_imbalance(out_file)
+    assert result["command"] == "mini-llm " + " ".join(argv)
+    assert [run["method"] for run in result["runs"]] == ["none", "weighted"]
+    none, weighted = result["runs"]
+    assert none["class_weights"] is None and len(weighted["class_weights"]) == 2
+    assert none["class_counts"][0] * 4 == pytest.approx(none["class_counts"][1], abs=2)
+    assert len(none["log_odds"]) == 1737 and len(none["history"]) == 1  # measured once, after the last step
+
+
+@pytest.mark.parametrize(
+    ("ratios", "message"), [("0.5", "argument --ratios: must be a number >= 1"), ("4,", "without empty items")]
+)
+def test_imbalance_ratio_errors(tmp_path, ratios, message):
+    code, _, err = run_main(["classify", "imbalance", "--ratios", ratios, "--out", str(tmp_path / "x.json")])
+    assert code == 2 and message in err

@@ -9,6 +9,16 @@ with warnings.catch_warnings():  # transformers -> huggingface_hub imports tqdm.
 from mini_llm.classify.finetune import FineTuneConfig, fine_tune, predict_logits
 from mini_llm.classify.hf_bert import EncoderSize, hf_bert_classifier
 from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
+from mini_llm.classify.imbalance import (
+    TRUNCATION_SIDES,
+    check_class_weights,
+    class_prior,
+    imbalanced_indices,
+    inverse_frequency_weights,
+    prior_shift,
+    truncate_text,
+    weighted_cross_entropy,
+)
 from mini_llm.classify.metrics import (
     ClassificationMetrics,
     bootstrap_macro_f1_interval,
@@ -37,6 +47,7 @@ from mini_llm.classify.text_data import PaddingCollator, TextClassificationDatas
 __all__ = [
     "MODELS",
     "PRESETS",
+    "TRUNCATION_SIDES",
     "CharEncoder",
     "CharNGramNaiveBayes",
     "ClassificationMetrics",
@@ -51,6 +62,8 @@ __all__ = [
     "TextClassificationDataset",
     "accuracy_interval",
     "bootstrap_macro_f1_interval",
+    "check_class_weights",
+    "class_prior",
     "classification_metrics",
     "confusion_matrix",
     "default_run_dir",
@@ -58,12 +71,15 @@ __all__ = [
     "fine_tune",
     "get_preset",
     "hf_bert_classifier",
+    "imbalanced_indices",
+    "inverse_frequency_weights",
     "load_classifier",
     "macro_f1",
-    "masked_lm_loss",
     "make_loader",
+    "masked_lm_loss",
     "predict_logits",
     "predict_texts",
+    "prior_shift",
     "read_eval",
     "review_split",
     "select_naive_bayes",
@@ -71,5 +87,7 @@ __all__ = [
     "train_hf_bert",
     "train_mini_llm",
     "train_run",
+    "truncate_text",
+    "weighted_cross_entropy",
     "write_eval",
 ]

@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mini_llm.classify.imbalance import check_class_weights, weighted_cross_entropy
+
 
 @dataclass(frozen=True)
 class FineTuneConfig:
@@ -79,8 +81,14 @@ def fine_tune(
     validation_loader: DataLoader,
     config: FineTuneConfig,
     progress: bool = False,
+    class_weights: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place; it ends with the weights of the best validation accuracy. Returns the history."""
+    """Train ``model`` in place; it ends with the weights of the best validation accuracy. Returns the history.
+
+    With ``class_weights`` (C,) the training loss is the class-weighted cross-entropy (``weighted_cross_entropy``)
+    instead of the model's own loss; the validation loss stays unweighted.
+    """
+    weights = None if class_weights is None else check_class_weights(class_weights, model.config.num_labels)
     torch.manual_seed(config.seed)  # dropout masks
     optimizer = adamw(model, config.lr, config.weight_decay)
     total = config.epochs * len(train_loader)
@@ -94,7 +102,8 @@ def fine_tune(
     with tqdm(total=total, desc="fine-tune", disable=not progress) as bar:
         for _ in range(config.epochs):
             for batch in train_loader:
-                loss = model(**batch).loss  # scalar
+                out = model(**batch)
+                loss = out.loss if weights is None else weighted_cross_entropy(out.logits, batch["labels"], weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

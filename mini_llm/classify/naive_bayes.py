@@ -57,12 +57,24 @@ class CharNGramNaiveBayes:
         self.class_log_prior: np.ndarray | None = None  # (C,) log P(c)
         self.feature_log_prob: np.ndarray | None = None  # (C, F) log P(n-gram | c)
 
-    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> CharNGramNaiveBayes:
-        """Count n-grams per class in texts and estimate the smoothed probabilities; returns self."""
+    def fit(
+        self, texts: Sequence[str], labels: Sequence[int], class_weights: Sequence[float] | None = None
+    ) -> CharNGramNaiveBayes:
+        """Count n-grams per class in texts and estimate the smoothed probabilities; returns self.
+
+        ``class_weights`` (one per class, in sorted label order) multiplies each class's n-gram and document
+        counts, as if every text of class c were repeated w_c times (re-weighting; None: all 1).
+        """
         texts, labels = check_labelled_texts(texts, labels)
         self.classes = np.array(sorted(set(labels)))
         if len(self.classes) < 2:
             raise ValueError(f"labels must hold at least two classes, got {self.classes.tolist()}")
+        weights = np.ones(len(self.classes)) if class_weights is None else np.asarray(class_weights, dtype=float)
+        if weights.shape != self.classes.shape or not np.isfinite(weights).all() or (weights <= 0).any():
+            raise ValueError(
+                f"class_weights must hold {len(self.classes)} finite numbers > 0 (one per class), "
+                f"got {np.asarray(class_weights).tolist()}"
+            )
         row_of = {label: row for row, label in enumerate(self.classes.tolist())}
         per_class = [Counter() for _ in self.classes]
         for text, label in zip(texts, labels, strict=True):
@@ -71,9 +83,11 @@ class CharNGramNaiveBayes:
         counts = np.zeros((len(self.classes), len(self.vocabulary)))  # (C, F)
         for row, counter in enumerate(per_class):
             counts[row, [self.vocabulary[gram] for gram in counter]] = list(counter.values())
+        counts *= weights[:, None]  # (C, F)
         smoothed = counts + self.alpha
         self.feature_log_prob = np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))
         documents = np.array([sum(label == c for label in labels) for c in self.classes.tolist()], dtype=float)
+        documents *= weights  # (C,)
         self.class_log_prior = np.log(documents) - np.log(documents.sum())
         return self
 
