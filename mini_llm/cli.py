@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_zoo(commands)
     _add_sweep(commands)
     _add_classify(commands)
+    _add_decoding(commands)
     return parser
 
 
@@ -193,6 +194,22 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=seed_value, default=None, help="seed for sampling (default: random)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
     gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def _add_decoding(commands: argparse._SubParsersAction) -> None:
+    """The ``decoding`` subcommand's flags."""
+    text = "continue held-out People's Daily prompts with every decoding strategy and write the texts as JSON"
+    decoding = commands.add_parser("decoding", help=text, description=text[0].upper() + text[1:] + ".")
+    decoding.add_argument("--checkpoint", type=Path, required=True,
+                          help="run directory of a char GPT (`mini-llm train`, or a zoo model such as "
+                               "~/.cache/mini_llm/zoo/main/3x144-seed0)")
+    decoding.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    decoding.add_argument("--prompts", type=positive_int, default=100, help="held-out prompts (default 100)")
+    decoding.add_argument("--prompt-chars", type=positive_int, default=16, help="characters per prompt (default 16)")
+    decoding.add_argument("--new-chars", type=positive_int, default=100, help="characters to add (default 100)")
+    decoding.add_argument("--seed", type=seed_value, default=0, help="prompts and sampling (default 0)")
+    decoding.add_argument("--threads", type=positive_int, default=1,
+                          help="torch threads (default 1; the sampled texts depend on it)")
 
 
 def _add_zoo_selection(parser: argparse.ArgumentParser) -> None:
@@ -535,6 +552,28 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_decoding(args: argparse.Namespace) -> int:
+    """``mini-llm decoding``: every strategy's continuations of the same held-out prompts, written as JSON."""
+    import torch
+
+    from mini_llm.charlm import load_char_gpt
+    from mini_llm.decoding import evaluate_decoding, perplexity, write_result
+
+    torch.set_num_threads(args.threads)
+    try:
+        model, tokenizer = load_char_gpt(args.checkpoint)
+        result = evaluate_decoding(model, tokenizer, n_prompts=args.prompts, prompt_chars=args.prompt_chars,
+                                   new_chars=args.new_chars, seed=args.seed)
+        write_result(result, args.out)
+    except (OSError, ValueError) as error:
+        return _error("decoding", str(error))
+    for run in result["runs"]:
+        print(f"{run['strategy']['name']:<16} prompt {run['prompt_chars']:>3} characters: perplexity of the "
+              f"continuations under the model {perplexity(run['log_probs'], args.new_chars):8.1f}")
+    print(f"wrote {args.out} in {result['seconds'] / 60:.1f} min")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]); return the exit status."""
     parser = build_parser()
@@ -550,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_sweep_command(args)
     if args.command == "classify":
         return run_classify(args, argv)
+    if args.command == "decoding":
+        return run_decoding(args)
     try:
         return run_generate(args)
     except KeyboardInterrupt:

@@ -184,6 +184,25 @@ def test_sampling_flags_are_passed_on(run_dir, capsys):
     assert generate(capsys, out, *flags, "--top-k", "1") == generate(capsys, out, *flags, "--greedy")
 
 
+def test_decoding_writes_every_strategy_for_the_same_prompts(run_dir, tmp_path, capsys):
+    from mini_llm.decoding import STRATEGIES, read_result
+
+    out, _ = run_dir
+    path = tmp_path / "decoding.json"
+    argv = ["decoding", "--checkpoint", str(out), "--out", str(path), "--prompts", "3", "--new-chars", "5",
+            "--prompt-chars", "8"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = read_result(path)
+    assert [run["strategy"]["name"] for run in result["runs"]] == [s.name for s in STRATEGIES] + ["top-p 0.9"] * 2
+    assert result["settings"]["torch_threads"] == 1 and result["settings"]["prompt_chars"] == 8
+    assert all(len(text) == 5 for run in result["runs"] for text in run["continuations"])
+    assert "greedy" in printed and str(path) in printed
+    assert main([*argv, "--out", str(tmp_path / "again.json")]) == 0  # the same command writes the same texts
+    again = read_result(tmp_path / "again.json")
+    assert again["runs"] == result["runs"] and again["references"] == result["references"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # user errors: exit status 2, one message naming the problem, no traceback
 
@@ -215,6 +234,14 @@ BAD_ARGUMENTS = {
         ["--max-new-tokens", "integer >= 1"],
     ),
     "no prompt": (["generate", "--checkpoint", "{run}"], ["--prompt"]),
+    "decoding without a model": (
+        ["decoding", "--checkpoint", "{missing}", "--out", "{missing}.json"],
+        ["decoding", "{missing}", "does not exist"],
+    ),
+    "decoding with too many prompts": (
+        ["decoding", "--checkpoint", "{run}", "--out", "{missing}.json", "--prompts", "100000"],
+        ["n_prompts=100000 exceeds"],
+    ),
 }
 
 
