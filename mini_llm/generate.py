@@ -10,6 +10,7 @@ Per step, the logits of the last position are divided by the temperature, cut to
 smallest set of tokens whose probability reaches top_p (Holtzman et al., 2020), and one token is drawn.
 
 ``beam_search_seq2seq`` keeps the beam_size most probable target prefixes per source instead of one.
+``batched_beam_search_seq2seq`` gives the same result with the beams of all sources in one batch.
 """
 
 from __future__ import annotations
@@ -325,6 +326,110 @@ def beam_search_seq2seq(
     n = max(len(hypothesis) for _, _, hypothesis in best)
     pad = eos_token_id if eos_token_id is not None else bos_token_id  # without eos every hypothesis has length n
     sequences = torch.full((src.size(0), 1 + n), pad, dtype=torch.long, device=src.device)  # (B, 1 + n)
+    sequences[:, 0] = bos_token_id
+    for i, (_, _, hypothesis) in enumerate(best):
+        sequences[i, 1 : 1 + len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
+    return BeamSearchOutput(
+        sequences=sequences,
+        scores=torch.tensor([score for score, _, _ in best], dtype=torch.float64),
+        log_probs=torch.tensor([log_prob for _, log_prob, _ in best], dtype=torch.float64),
+        lengths=torch.tensor([len(hypothesis) for _, _, hypothesis in best], dtype=torch.long),
+    )
+
+
+def _stable_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (B, k) of the k largest scores per row of scores (B, N), ties broken by the smaller index.
+
+    The same as a stable descending sort cut to k, without sorting all N: top-k, then a sort of the k; rows
+    where the k-th score also occurs outside the top k fall back to the full stable sort.
+    """
+    top = torch.topk(scores, k, dim=1).indices  # (B, k), ties in no defined order
+    by_index = torch.sort(top, dim=1).values  # (B, k)
+    order = torch.sort(scores.gather(1, by_index), dim=1, descending=True, stable=True).indices  # (B, k)
+    chosen = by_index.gather(1, order)  # (B, k)
+    kth = scores.gather(1, chosen[:, -1:])  # (B, 1)
+    tied = (scores >= kth).sum(dim=1) > k  # (B,): the cut falls inside a run of equal scores
+    if bool(tied.any()):
+        chosen[tied] = torch.sort(scores[tied], dim=1, descending=True, stable=True).indices[:, :k]
+    return chosen
+
+
+@torch.no_grad()
+def batched_beam_search_seq2seq(
+    model: Any,
+    src: torch.Tensor,
+    beam_size: int,
+    max_new_tokens: int,
+    bos_token_id: int,
+    eos_token_id: int | None = None,
+    length_penalty: float = 1.0,
+    src_padding_mask: torch.Tensor | None = None,
+    use_cache: bool = True,
+) -> BeamSearchOutput:
+    """The search of ``beam_search_seq2seq`` for all sources at once: B * beam_size decoder rows per step.
+
+    Each source owns beam_size rows; its live prefixes fill the first rows, in the order the one-source search
+    keeps them, and the other rows are dead (log-probability -inf, never chosen). So the hypotheses, their order,
+    ties and scores are those of ``beam_search_seq2seq``, up to the float rounding of a larger batch.
+    """
+    _check_beam_arguments(model, src, beam_size, max_new_tokens, bos_token_id, eos_token_id, length_penalty)
+    length_penalty = float(length_penalty)
+    B, K, device = src.size(0), beam_size, src.device
+    memory = model.encode(src, src_padding_mask).memory  # (B, S, C)
+    memory = memory.repeat_interleave(K, dim=0)  # (B * K, S, C): row b * K + k is beam k of source b
+    mask = None if src_padding_mask is None else src_padding_mask.repeat_interleave(K, dim=0)  # (B * K, S)
+    tokens = torch.full((B * K, 1), bos_token_id, dtype=torch.long, device=device)  # (B * K, t + 1)
+    log_probs = torch.full((B, K), float("-inf"), dtype=torch.float64, device=device)  # (B, K); -inf: dead row
+    log_probs[:, 0] = 0.0  # one live prefix per source: <bos>
+    n_live = torch.ones(B, dtype=torch.long, device=device)  # (B,) live rows per source
+    ended: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(B)]  # per source, in the order found
+    n_ended = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+    cache = None
+    rows = torch.arange(K, device=device)  # (K,)
+    base = torch.arange(B, device=device)[:, None] * K  # (B, 1): first row of each source
+    for step in range(max_new_tokens):
+        if cache is not None:
+            out = model.decode(tokens[:, -1:], memory, mask, past_key_values=cache, use_cache=True)
+        else:
+            out = model.decode(tokens, memory, mask, use_cache=use_cache)
+        step_log_probs = torch.log_softmax(out.logits[:, -1, :].double(), dim=-1)  # (B * K, V)
+        V = step_log_probs.size(-1)
+        candidates = (log_probs[:, :, None] + step_log_probs.view(B, K, V)).view(B, K * V)  # (B, K * V)
+        # Live rows come first, so the stable sort breaks ties as the one-source search does.
+        order = _stable_top_k(candidates, K)  # (B, K)
+        beam, token = order // V, order % V  # (B, K), (B, K)
+        taken = (rows[None, :] < (K - n_ended)[:, None]) & (beam < n_live[:, None])  # (B, K): chosen extensions
+        chosen_log_probs = candidates.gather(1, order)  # (B, K)
+        if eos_token_id is not None:
+            is_eos = taken & (token == eos_token_id)  # (B, K)
+            for b, k in torch.nonzero(is_eos).tolist():
+                log_prob = float(chosen_log_probs[b, k])
+                hypothesis = tokens[b * K + int(beam[b, k]), 1:].tolist() + [eos_token_id]
+                ended[b].append((_length_normalised(log_prob, step + 1, length_penalty), log_prob, hypothesis))
+            n_ended += is_eos.sum(dim=1)
+            live = taken & ~is_eos  # (B, K)
+        else:
+            live = taken
+        n_live = live.sum(dim=1)  # (B,)
+        if not bool(n_live.any()):
+            break
+        keep = torch.sort((~live).long(), dim=1, stable=True).indices  # (B, K): live extensions first, in order
+        beam, token = beam.gather(1, keep), token.gather(1, keep)  # (B, K), (B, K)
+        log_probs = chosen_log_probs.gather(1, keep).masked_fill(rows[None, :] >= n_live[:, None], float("-inf"))
+        parent = (base + beam).flatten()  # (B * K,) row each new prefix extends
+        tokens = torch.cat([tokens[parent], token.flatten()[:, None]], dim=1)  # (B * K, t + 2)
+        if use_cache:
+            cache = [(k[parent], v[parent]) for k, v in out.past_key_values]  # per layer (B * K, H, t + 1, D)
+    else:
+        # max_new_tokens reached: the live hypotheses end here
+        for b in range(B):
+            for k in range(int(n_live[b])):
+                row, log_prob = tokens[b * K + k, 1:].tolist(), float(log_probs[b, k])
+                ended[b].append((_length_normalised(log_prob, len(row), length_penalty), log_prob, row))
+    best = [max(hypotheses, key=lambda hypothesis: hypothesis[0]) for hypotheses in ended]
+    n = max(len(hypothesis) for _, _, hypothesis in best)
+    pad = eos_token_id if eos_token_id is not None else bos_token_id
+    sequences = torch.full((B, 1 + n), pad, dtype=torch.long, device=device)  # (B, 1 + n)
     sequences[:, 0] = bos_token_id
     for i, (_, _, hypothesis) in enumerate(best):
         sequences[i, 1 : 1 + len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,3 +147,38 @@ def load_pinyin_task(
         source_vocab=Vocabulary.from_sequences(p.text for p in train),
         target_vocab=Vocabulary.from_sequences(p.pinyin for p in train),
     )
+
+
+def reading_counts(pairs: Iterable[PinyinPair]) -> dict[str, Counter[str]]:
+    """How often each character is read as each syllable in pairs: {'行': Counter({'xing2': 9, 'hang2': 4}), ...}."""
+    counts: dict[str, Counter[str]] = {}
+    for pair in pairs:
+        if len(pair.text) != len(pair.pinyin):
+            raise ValueError(f"pair {pair.text!r} has {len(pair.text)} characters but {len(pair.pinyin)} syllables")
+        for char, syllable in zip(pair.text, pair.pinyin, strict=True):
+            counts.setdefault(char, Counter())[syllable] += 1
+    return counts
+
+
+def syllable_accuracy(
+    predictions: Sequence[Sequence[str]],
+    pairs: Sequence[PinyinPair],
+    characters: Container[str] | None = None,
+) -> tuple[int, int]:
+    """(matches, total): syllable k of a prediction equals syllable k of its pair, over every character of the pairs.
+
+    With ``characters`` only the positions whose character is in it count. A prediction shorter than its clause
+    misses the positions it lacks; extra syllables of a longer one are not counted.
+    """
+    if isinstance(predictions, str) or len(predictions) != len(pairs):
+        got = "a str" if isinstance(predictions, str) else f"{len(predictions)} predictions"
+        raise ValueError(f"need one prediction (a list of syllables) per pair: {len(pairs)} pairs, got {got}")
+    matches = total = 0
+    for prediction, pair in zip(predictions, pairs, strict=True):
+        if isinstance(prediction, str):
+            raise ValueError(f"each prediction must be a list of syllables, got the string {prediction!r}")
+        for k, (char, syllable) in enumerate(zip(pair.text, pair.pinyin, strict=True)):
+            if characters is None or char in characters:
+                total += 1
+                matches += k < len(prediction) and prediction[k] == syllable
+    return matches, total

@@ -3,6 +3,7 @@
 A batch is (src, tgt): src (B, S) holds the source ids, tgt (B, T + 2) holds <bos>, the target ids and <eos>;
 both are padded with pad_id on the right. ``seq2seq_loss`` feeds tgt[:, :-1] to the decoder and scores its
 predictions against tgt[:, 1:], ignoring padding, with padding masks built from pad_id.
+``sequence_log_probs`` scores whole targets the same way: log p(target | source) per pair.
 """
 
 from __future__ import annotations
@@ -71,3 +72,27 @@ def seq2seq_loss(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, p
         tgt_padding_mask=(decoder_input != pad_id).long(),  # (B, T + 1)
     ).logits  # (B, T + 1, V)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+
+
+@torch.no_grad()
+def sequence_log_probs(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Total log-probability (float64) of each target in tgt (B, T + 2) given src (B, S): (B,).
+
+    tgt holds <bos>, the target and <eos>, right-padded with pad_id, as ``PairBatches`` makes it; the sum runs
+    over the tokens after <bos>, <eos> included, the same quantity ``beam_search_seq2seq`` reports as log_probs.
+    """
+    if src.dim() != 2 or tgt.dim() != 2 or src.size(0) != tgt.size(0) or tgt.size(1) < 2:
+        raise ValueError(
+            f"need src (B, S) and tgt (B, T + 2) with the same B and T + 2 >= 2, "
+            f"got {tuple(src.shape)} and {tuple(tgt.shape)}"
+        )
+    decoder_input, targets = tgt[:, :-1], tgt[:, 1:]  # (B, T + 1), (B, T + 1)
+    logits = model(
+        src,
+        decoder_input,
+        src_padding_mask=(src != pad_id).long(),  # (B, S)
+        tgt_padding_mask=(decoder_input != pad_id).long(),  # (B, T + 1)
+    ).logits  # (B, T + 1, V)
+    log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, T + 1, V)
+    picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T + 1)
+    return picked.masked_fill(targets == pad_id, 0.0).sum(dim=1)  # (B,)
