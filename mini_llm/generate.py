@@ -287,6 +287,24 @@ def _beam_search_one(
     return max(ended, key=lambda hypothesis: hypothesis[0])
 
 
+def _beam_output(
+    best: list[tuple[float, float, list[int]]], bos_token_id: int, eos_token_id: int | None, device: torch.device
+) -> BeamSearchOutput:
+    """The best (score, log-probability, tokens) of each source as a BeamSearchOutput, padded with eos (or bos)."""
+    n = max(len(hypothesis) for _, _, hypothesis in best)
+    pad = eos_token_id if eos_token_id is not None else bos_token_id  # without eos every hypothesis has length n
+    sequences = torch.full((len(best), 1 + n), pad, dtype=torch.long, device=device)  # (B, 1 + n)
+    sequences[:, 0] = bos_token_id
+    for i, (_, _, hypothesis) in enumerate(best):
+        sequences[i, 1 : 1 + len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
+    return BeamSearchOutput(
+        sequences=sequences,
+        scores=torch.tensor([score for score, _, _ in best], dtype=torch.float64),
+        log_probs=torch.tensor([log_prob for _, log_prob, _ in best], dtype=torch.float64),
+        lengths=torch.tensor([len(hypothesis) for _, _, hypothesis in best], dtype=torch.long),
+    )
+
+
 @torch.no_grad()
 def beam_search_seq2seq(
     model: Any,
@@ -323,18 +341,7 @@ def beam_search_seq2seq(
         )
         for i in range(src.size(0))
     ]
-    n = max(len(hypothesis) for _, _, hypothesis in best)
-    pad = eos_token_id if eos_token_id is not None else bos_token_id  # without eos every hypothesis has length n
-    sequences = torch.full((src.size(0), 1 + n), pad, dtype=torch.long, device=src.device)  # (B, 1 + n)
-    sequences[:, 0] = bos_token_id
-    for i, (_, _, hypothesis) in enumerate(best):
-        sequences[i, 1 : 1 + len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
-    return BeamSearchOutput(
-        sequences=sequences,
-        scores=torch.tensor([score for score, _, _ in best], dtype=torch.float64),
-        log_probs=torch.tensor([log_prob for _, log_prob, _ in best], dtype=torch.float64),
-        lengths=torch.tensor([len(hypothesis) for _, _, hypothesis in best], dtype=torch.long),
-    )
+    return _beam_output(best, bos_token_id, eos_token_id, src.device)
 
 
 def _stable_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -427,15 +434,4 @@ def batched_beam_search_seq2seq(
                 row, log_prob = tokens[b * K + k, 1:].tolist(), float(log_probs[b, k])
                 ended[b].append((_length_normalised(log_prob, len(row), length_penalty), log_prob, row))
     best = [max(hypotheses, key=lambda hypothesis: hypothesis[0]) for hypotheses in ended]
-    n = max(len(hypothesis) for _, _, hypothesis in best)
-    pad = eos_token_id if eos_token_id is not None else bos_token_id
-    sequences = torch.full((B, 1 + n), pad, dtype=torch.long, device=device)  # (B, 1 + n)
-    sequences[:, 0] = bos_token_id
-    for i, (_, _, hypothesis) in enumerate(best):
-        sequences[i, 1 : 1 + len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
-    return BeamSearchOutput(
-        sequences=sequences,
-        scores=torch.tensor([score for score, _, _ in best], dtype=torch.float64),
-        log_probs=torch.tensor([log_prob for _, log_prob, _ in best], dtype=torch.float64),
-        lengths=torch.tensor([len(hypothesis) for _, _, hypothesis in best], dtype=torch.long),
-    )
+    return _beam_output(best, bos_token_id, eos_token_id, device)
