@@ -4,36 +4,11 @@ from collections import Counter
 
 import pytest
 import torch
+from test_beam_search import BOS, tiny_model
 
 from mini_llm.data.pinyin import PinyinPair, reading_counts, syllable_accuracy
 from mini_llm.generate import batched_beam_search_seq2seq, beam_search_seq2seq, generate_seq2seq
-from mini_llm.nn import Seq2SeqConfig, Seq2SeqTransformer
 from mini_llm.train.seq2seq import PairBatches, sequence_log_probs
-
-BOS = 0
-
-
-def tiny_model(seed: int, vocab: int) -> Seq2SeqTransformer:
-    """A random encoder-decoder whose next-token distributions are far from uniform."""
-    torch.manual_seed(seed)
-    config = Seq2SeqConfig(
-        src_vocab_size=12,
-        tgt_vocab_size=vocab,
-        block_size=8,
-        d_model=16,
-        n_head=2,
-        d_ff=32,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        dropout=0.0,
-        tie_weights=False,
-    )
-    model = Seq2SeqTransformer(config).eval()
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() > 1):
-            weight.normal_(0.0, 0.5)
-        model.lm_head.weight.mul_(0.5)
-    return model
 
 
 def sources(seed: int, batch: int, length: int = 5) -> torch.Tensor:

@@ -62,8 +62,10 @@ class PairBatches:
         return f"PairBatches(pairs={len(self.sources)}, pad_id={self.pad_id})"
 
 
-def seq2seq_loss(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Teacher forcing: decoder input tgt[:, :-1], mean cross-entropy against tgt[:, 1:] over non-padding targets."""
+def _teacher_forced(
+    model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, T + 1, V), targets (B, T + 1)): the decoder reads tgt[:, :-1] and predicts tgt[:, 1:]."""
     decoder_input, targets = tgt[:, :-1], tgt[:, 1:]  # (B, T + 1), (B, T + 1)
     logits = model(
         src,
@@ -71,6 +73,12 @@ def seq2seq_loss(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, p
         src_padding_mask=(src != pad_id).long(),  # (B, S)
         tgt_padding_mask=(decoder_input != pad_id).long(),  # (B, T + 1)
     ).logits  # (B, T + 1, V)
+    return logits, targets
+
+
+def seq2seq_loss(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Teacher forcing: decoder input tgt[:, :-1], mean cross-entropy against tgt[:, 1:] over non-padding targets."""
+    logits, targets = _teacher_forced(model, src, tgt, pad_id)  # (B, T + 1, V), (B, T + 1)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
 
 
@@ -86,13 +94,7 @@ def sequence_log_probs(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Ten
             f"need src (B, S) and tgt (B, T + 2) with the same B and T + 2 >= 2, "
             f"got {tuple(src.shape)} and {tuple(tgt.shape)}"
         )
-    decoder_input, targets = tgt[:, :-1], tgt[:, 1:]  # (B, T + 1), (B, T + 1)
-    logits = model(
-        src,
-        decoder_input,
-        src_padding_mask=(src != pad_id).long(),  # (B, S)
-        tgt_padding_mask=(decoder_input != pad_id).long(),  # (B, T + 1)
-    ).logits  # (B, T + 1, V)
+    logits, targets = _teacher_forced(model, src, tgt, pad_id)  # (B, T + 1, V), (B, T + 1)
     log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, T + 1, V)
     picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T + 1)
     return picked.masked_fill(targets == pad_id, 0.0).sum(dim=1)  # (B,)
