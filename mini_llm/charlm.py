@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 from mini_llm import __version__
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
+from mini_llm.jsonfiles import read_format_json
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.train import BatchFn, TokenBatches, Trainer, TrainerConfig, load_model_weights, next_token_loss
 
@@ -419,12 +420,7 @@ def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(out_dir) / CONFIG_FILE
     if not path.is_file():
         raise _missing(path, Path(out_dir))
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != CONFIG_FORMAT:
-        raise ValueError(f"{path} is not a mini_llm char-GPT config (format {CONFIG_FORMAT!r} expected)")
+    payload = read_format_json(path, CONFIG_FORMAT, "a mini_llm char-GPT config")
     for key in ("preset", "model"):
         if key not in payload:
             raise ValueError(f"{path} has no {key!r} entry")

@@ -22,6 +22,7 @@ import torch
 
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
+from mini_llm.jsonfiles import read_format_json
 
 RESULT_FORMAT = "mini_llm.decoding/1"
 HELDOUT_FRACTION = 0.1  # prompts come from the last 10% of the paragraphs, as the validation split of charlm
@@ -193,17 +194,11 @@ def write_result(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:
     """A result written by write_result; ValueError if the file is not one."""
-    source = Path(path)
-    try:
-        result = json.loads(source.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{source} is not valid JSON: {error}") from error
-    if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
-        raise ValueError(f"{source} is not a decoding result (format {RESULT_FORMAT!r} expected)")
+    result = read_format_json(path, RESULT_FORMAT, "a decoding result")
     n = len(result["prompts"])
     for run in result["runs"]:
         if len(run["continuations"]) != n or len(run["log_probs"]) != n:
-            raise ValueError(f"{source}: run {run['strategy'].get('name')!r} does not have one text per prompt")
+            raise ValueError(f"{path}: run {run['strategy'].get('name')!r} does not have one text per prompt")
     return result
 
 

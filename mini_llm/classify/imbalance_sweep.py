@@ -23,6 +23,7 @@ from mini_llm.classify.metrics import classification_metrics
 from mini_llm.classify.presets import get_preset
 from mini_llm.classify.runs import review_split
 from mini_llm.classify.text_data import TextClassificationDataset, make_loader
+from mini_llm.jsonfiles import read_format_json
 
 IMBALANCE_FORMAT = "mini_llm.classify.imbalance/1"
 METHODS = ("none", "weighted")  # plain cross-entropy; cross-entropy with inverse-frequency class weights
@@ -123,7 +124,4 @@ def write_imbalance(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def read_imbalance(path: str | os.PathLike) -> dict[str, Any]:
     """A sweep written by write_imbalance; ValueError if the file is not one."""
-    result = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(result, dict) or result.get("format") != IMBALANCE_FORMAT:
-        raise ValueError(f"{path} is not an imbalance sweep (format must be {IMBALANCE_FORMAT!r})")
-    return result
+    return read_format_json(path, IMBALANCE_FORMAT, "an imbalance sweep")

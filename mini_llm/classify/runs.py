@@ -36,6 +36,7 @@ from mini_llm.classify.naive_bayes import CharNGramNaiveBayes
 from mini_llm.classify.presets import ClassifyPreset, check_model, get_preset
 from mini_llm.classify.text_data import Encoder, TextClassificationDataset, make_loader
 from mini_llm.data import CharTokenizer, load_people_daily, load_reviews
+from mini_llm.jsonfiles import read_format_json
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "mini_llm.classify.run/1"
@@ -314,12 +315,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         what = "does not exist" if not run_dir.exists() else f"has no {RUN_FILE} (training unfinished?)"
         raise FileNotFoundError(f"no trained classifier in {run_dir}: the directory {what}")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise ValueError(f"{path} is not a classifier run (format must be {RUN_FORMAT!r})")
+    info = read_format_json(path, RUN_FORMAT, "a classifier run")
     check_model(info.get("model"))
     return info
 
@@ -417,7 +413,4 @@ def write_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def read_eval(path: str | os.PathLike) -> dict[str, Any]:
     """An evaluation written by write_eval; ValueError if the file is not one."""
-    result = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(result, dict) or result.get("format") != EVAL_FORMAT:
-        raise ValueError(f"{path} is not a classifier evaluation (format must be {EVAL_FORMAT!r})")
-    return result
+    return read_format_json(path, EVAL_FORMAT, "a classifier evaluation")
