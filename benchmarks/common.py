@@ -93,12 +93,27 @@ def interleaved_rounds(candidates: dict[str, Callable[[], Any]], rounds: int) ->
 
     Returns the seconds of every round per candidate name; report their median.
     """
+    bursts = interleaved_bursts(candidates, rounds, 1)
+    return {name: [calls[0] for calls in per_round] for name, per_round in bursts.items()}
+
+
+def interleaved_bursts(
+    candidates: dict[str, Callable[[], Any]], rounds: int, burst: int
+) -> dict[str, list[list[float]]]:
+    """Time `burst` calls in a row of each candidate per round, candidates in turn (AAA BBB AAA BBB ...).
+
+    Returns, per candidate name, one list of `burst` call seconds per round. A burst is what decoding does (one
+    kernel for many layers in a row): its first call also pays for waking a thread pool that slept while the other
+    candidates ran, the later ones show the kernel itself.
+    """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1, got {burst}")
+    seconds: dict[str, list[list[float]]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
-            seconds[name].append(time_call(fn))
+            seconds[name].append([time_call(fn) for _ in range(burst)])
     return seconds
 
 

@@ -92,7 +92,8 @@ def test_kbit_gemv_table_and_csv(
     monkeypatch.setattr(bench, "matmul_flops", lambda size=64: 1e9)
     monkeypatch.setattr(bench, "read_bandwidth", lambda threads: 1e10)
     out_csv = tmp_path / "results" / "gemv.csv"
-    rows = bench.main(["--shapes", "64x128", "--rounds", "1", "--threads", "1", "--no-peers", "--csv", str(out_csv)])
+    tiny = "--shapes 64x128 --rounds 1 --burst 2 --threads 1 --no-peers".split()
+    rows = bench.main([*tiny, "--csv", str(out_csv)])
     out = capsys.readouterr().out
 
     kernels_run = [row["kernel"] for row in rows]
@@ -103,7 +104,21 @@ def test_kbit_gemv_table_and_csv(
     lines = out_csv.read_text(encoding="utf-8").splitlines()
     comments = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
     assert comments["read bandwidth GB/s"] == "10.00" and comments["fp32 matmul GFLOP/s"] == "1.0"
-    assert comments["command"].endswith(f"--csv {out_csv}")
+    assert comments["command"].endswith(f"--csv {out_csv}") and comments["burst"] == "2"
+    assert all(row["first call ms"] > 0 and row["ms (median)"] > 0 for row in rows)
     body = [line for line in lines if not line.startswith("#")]
     assert body[0].split(",") == list(rows[0])
     assert len(body) == 1 + len(rows)
+
+
+def test_interleaved_bursts_call_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    common = load("common", monkeypatch)
+    calls: list[str] = []
+    bursts = common.interleaved_bursts({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, 3)
+    assert "".join(calls) == "aaabbbaaabbb"  # a burst of each candidate in turn, round after round
+    assert [len(per_round) for per_round in bursts.values()] == [2, 2]
+    assert all(len(seconds) == 3 and min(seconds) >= 0 for per_round in bursts.values() for seconds in per_round)
+    one_call = common.interleaved_rounds({"a": lambda: calls.append("a")}, 4)
+    assert len(one_call["a"]) == 4 and calls[-4:] == ["a"] * 4
+    with pytest.raises(ValueError, match="burst must be >= 1"):
+        common.interleaved_bursts({"a": lambda: None}, 1, 0)

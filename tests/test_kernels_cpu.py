@@ -115,6 +115,24 @@ def test_three_bit_group_decode_matches_reference(name):
     assert sorted(cpu_simd.GROUP3_ORDER.tolist()) == list(range(128))
 
 
+
+@pytest.mark.parametrize(
+    "bits,mode,walk,order",
+    [
+        (3, "permute", "group3", cpu_simd.GROUP3_ORDER),
+        (4, "permute", "chunks", np.arange(32).reshape(16, 2).T.reshape(-1)),
+        (8, "bytes", "bytes", cpu_simd.BYTE_LANE_ORDER),
+        (5, "permute2", "chunks", np.arange(64)),
+    ],
+)
+def test_kernel_x_is_the_decode_order_on_a_cache_line(bits, mode, walk, order):
+    x = np.random.default_rng(0).standard_normal((3, 1024)).astype(np.float32)  # (B, K)
+    got = cpu_simd.kernel_x(x, bits, mode, walk)
+    period = order.size
+    expected = x.reshape(3, -1, period)[:, :, order].reshape(3, -1)
+    np.testing.assert_array_equal(got, expected)
+    assert got.ctypes.data % 64 == 0 and got.flags.c_contiguous
+
 def test_no_avx512_switch_selects_portable_kernels():
     code = (
         "import numpy as np; from mini_llm.kernels import cpu, cpu_simd, reference;"
