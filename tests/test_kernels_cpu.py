@@ -120,7 +120,7 @@ def test_three_bit_group_decode_matches_reference(name):
     "bits,mode,walk,order",
     [
         (3, "permute", "group3", cpu_simd.GROUP3_ORDER),
-        (4, "permute", "chunks", np.arange(32).reshape(16, 2).T.reshape(-1)),
+        (4, "permute", "chunks", cpu_simd.NIBBLE_ORDER),
         (8, "bytes", "bytes", cpu_simd.BYTE_LANE_ORDER),
         (5, "permute2", "chunks", np.arange(64)),
     ],

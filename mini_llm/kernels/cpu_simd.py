@@ -59,7 +59,9 @@ _F32 = ir.FloatType()
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
+_F64 = ir.DoubleType()
 _V16F = ir.VectorType(_F32, 16)
+_V8D = ir.VectorType(_F64, 8)
 _V16I = ir.VectorType(_I32, 16)
 _V64B = ir.VectorType(_I8, 64)
 _V32H = ir.VectorType(ir.IntType(16), 32)
@@ -369,10 +371,15 @@ def make_row_dot(bits: int, mode: str, unroll: int = 0):
     return row_dot
 
 
+# Lane 2m of a k = 3 step holds group m of 8 codes (the step's first 64 codes, one block), lane 2m + 1 group 8 + m
+# (the second block): the two blocks' scales then alternate like one 64-bit broadcast of the adjacent absmax pair.
+GROUP3_LANE_GROUPS = [m // 2 + 8 * (m % 2) for m in range(16)]
+
+
 def _group3_order() -> np.ndarray:
     """order[16 * j + lane] = which of 128 codes the k = 3 group decode leaves in lane `lane` of vector j: code j
-    of the lane-th group of 8 codes (3 bytes)."""
-    return np.arange(128).reshape(16, 8).T.reshape(-1)
+    of group GROUP3_LANE_GROUPS[lane] (8 codes, 3 bytes)."""
+    return np.arange(128).reshape(16, 8)[GROUP3_LANE_GROUPS].T.reshape(-1)
 
 
 GROUP3_ORDER = _group3_order()  # (128,)
@@ -383,7 +390,7 @@ def make_row_dot_group3(mode: str):
 
     Every dword lane takes one group of 8 codes (3 bytes) as a 24-bit word (one vpermb for 16 groups); 8 fixed
     shifts then give code j of every group, 16 codes per look-up, with x permuted to GROUP3_ORDER. `absmax` holds one
-    scale per 64 codes (lanes 0..7 of a step are the first 64 codes, lanes 8..15 the next), nblocks counts them.
+    scale per 64 codes (even lanes of a step hold its first 64 codes, odd lanes the next), nblocks counts them.
     """
 
     @intrinsic
@@ -403,7 +410,7 @@ def make_row_dot_group3(mode: str):
             # permute: vpermps reads index bits 0..3, the 8 values are repeated twice; affine: the codes need masking
             lookup = _register_lookup(builder, tb, fma, mode, affine_mask=7)
             prefetch = _prefetch_function(module)
-            order = [i for group in range(16) for i in (3 * group + 2, 3 * group + 1, 3 * group, 3 * group)]
+            order = [i for group in GROUP3_LANE_GROUPS for i in (3 * group + 2, 3 * group + 1, 3 * group, 3 * group)]
             order_const = ir.Constant(ir.VectorType(_I32, 64), order)  # little-endian 24-bit big-endian words
             # the last 48 bytes of packed are read by a masked load (no read past its end)
             mask_type = ir.VectorType(ir.IntType(1), 64)
@@ -447,9 +454,10 @@ def make_row_dot_group3(mode: str):
                         partial[j - 4] = builder.call(fma, [lookup(codes), x_v, partial[j - 4]])
                 step_sum = builder.fadd(builder.fadd(partial[0], partial[1]), builder.fadd(partial[2], partial[3]))
                 first = builder.add(blk_off_v, builder.shl(step_i, ir.Constant(_I64, 1)))
-                s0 = _splat(builder, builder.load(builder.gep(am, [first])))
-                s1 = _splat(builder, builder.load(builder.gep(am, [builder.add(first, ir.Constant(_I64, 1))])))
-                scale = builder.shuffle_vector(s0, s1, ir.Constant(_V16I, [0] * 8 + [16] * 8))
+                pair = builder.load(builder.bitcast(builder.gep(am, [first]), _F64.as_pointer()), align=4)
+                pairs = builder.insert_element(ir.Constant(_V8D, ir.Undefined), pair, ir.Constant(_I32, 0))
+                pairs = builder.shuffle_vector(pairs, pairs, ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+                scale = builder.bitcast(pairs, _V16F)  # (absmax[first], absmax[first + 1]) in even, odd lanes
                 builder.store(builder.call(fma, [step_sum, scale, builder.load(acc)]), acc)
             return _horizontal_sum(builder, module, builder.load(acc))
 
@@ -508,31 +516,42 @@ def _kernel(bits: int, mode: str, walk: str = "chunks", unroll: int = 0):
     return _KERNELS[key]
 
 
-def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised float32 array whose first element sits on a 64-byte boundary (a cache line).
+NIBBLE_ORDER = np.arange(32).reshape(16, 2).T.reshape(-1)  # (32,) k = 4: even elements, then odd ones
+IDENTITY_ORDER = np.arange(16)  # (16,) x as it is
 
-    The row kernels read x 16 floats (64 bytes) at a time; from a misaligned x every one of those loads spans two
-    cache lines, which costs ~10% of a k = 3 GEMV on Zen 5.
+
+def x_order(bits: int, mode: str, walk: str) -> np.ndarray:
+    """order[i] = which x element of a step (order.size elements) the row kernel multiplies in position i."""
+    if walk == "group3":  # code j of the lane-th group of 8 sits in lane `lane` of vector j
+        return GROUP3_ORDER
+    if bits == 4:  # the kernel takes even elements from high nibbles, odd ones from low nibbles
+        return NIBBLE_ORDER
+    if mode == "bytes":  # the byte-plane look-up leaves the 64 codes of a chunk in BYTE_LANE_ORDER
+        return BYTE_LANE_ORDER
+    return IDENTITY_ORDER
+
+
+@njit(cache=True)
+def _reorder_aligned(x, order):  # pragma: no cover - compiled
+    """x (B, K) with each run of order.size elements permuted by order, in a new array starting on a cache line.
+
+    The row kernels read x 64 bytes at a time; from a misaligned x every such load spans two cache lines.
     """
-    n = int(np.prod(shape))
-    buffer = np.empty(n + 16, dtype=np.float32)
-    start = (-buffer.ctypes.data % 64) // 4  # numpy aligns to 16 bytes, so this is exact
-    return buffer[start : start + n].reshape(shape)
+    batch, n_cols = x.shape
+    period = order.size
+    buffer = np.empty(batch * n_cols + 16, dtype=np.float32)
+    start = ((64 - buffer.ctypes.data % 64) % 64) // 4  # numpy and Numba align to at least 4 bytes
+    out = buffer[start : start + batch * n_cols].reshape((batch, n_cols))
+    for b in range(batch):
+        for step in range(0, n_cols, period):
+            for i in range(period):
+                out[b, step + i] = x[b, step + order[i]]
+    return out
 
 
 def kernel_x(x: np.ndarray, bits: int, mode: str, walk: str) -> np.ndarray:
     """x (B, K) as the row kernel reads it, 64-byte aligned: in the order its decode leaves the codes."""
-    batch = x.shape[0]
-    out = _aligned_empty(x.shape)
-    if walk == "group3":  # code j of the lane-th group of 8 sits in lane `lane` of vector j (GROUP3_ORDER)
-        out.reshape(batch, -1, 8, 16)[...] = x.reshape(batch, -1, 16, 8).transpose(0, 1, 3, 2)
-    elif bits == 4:  # the kernel takes even elements from high nibbles, odd ones from low nibbles
-        out.reshape(batch, -1, 2, 16)[...] = x.reshape(batch, -1, 16, 2).transpose(0, 1, 3, 2)
-    elif mode == "bytes":  # the byte-plane look-up leaves the 64 codes of a chunk in BYTE_LANE_ORDER
-        np.take(x.reshape(batch, -1, 64), BYTE_LANE_ORDER, axis=2, out=out.reshape(batch, -1, 64))
-    else:
-        out[...] = x
-    return out
+    return _reorder_aligned(x, x_order(bits, mode, walk))
 
 
 def gemv(
