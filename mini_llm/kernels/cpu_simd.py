@@ -7,7 +7,7 @@ Here a Numba ``@intrinsic`` emits the whole row loop as explicit 16-lane vectors
   time, each dword lane holding one 24-bit group of 8 codes and 8 fixed shifts giving 16 codes each (x permuted
   to match); other k from a byte shuffle and a per-lane shift of the 4*k bytes that hold 32 codes;
 - look-up: a table of up to 16 values sits in one register and ``vpermps`` picks 16 values at once; 32 values
-  (k = 5) use the two-register ``vpermi2ps``; an affine table (the int codebook) is ``code * step + base``;
+  (k = 5) use the two-register ``vpermi2ps``; above, an affine table (the int codebook) is ``code * step + base``;
   a table of up to 256 values (k = 6..8, e.g. NF8) is split into its 4 byte planes (byte j of every float32),
   each looked up for 64 codes at once by the byte permute ``vpermi2b`` (128 entries per two registers, the
   code's top bit picking one of two halves), and the 4 planes are interleaved back into float32 (AVX-512 VBMI);
@@ -73,9 +73,10 @@ _TABLES: dict[tuple[int, str, bytes], np.ndarray] = {}
 
 
 def lookup_mode(bits: int, table: np.ndarray) -> str | None:
-    """How the SIMD kernel looks codes up: 'affine' (evenly spaced table), 'permute' (<= 16 values),
-    'permute2' (32 values), 'bytes' (k >= 6 with an arbitrary table, on a CPU with AVX-512 VBMI), or None
-    (left to the portable kernel). Remembered per (bits, table): the test costs ~20 µs, 4% of a 4096x4096 GEMV."""
+    """How the SIMD kernel looks codes up: 'permute' (k <= 4: <= 16 values in one register), 'affine' (k >= 5 with
+    an evenly spaced table), 'permute2' (32 values), 'bytes' (k >= 6 with an arbitrary table, on a CPU with AVX-512
+    VBMI), or None (left to the portable kernel). Remembered per (bits, table): the test costs ~20 µs, 4% of a
+    4096x4096 GEMV."""
     key = (bits, np.ascontiguousarray(table, dtype=np.float32).tobytes())
     if key not in _MODES:
         if len(_MODES) >= _CACHE_LIMIT:
@@ -91,12 +92,12 @@ def is_affine(table: np.ndarray) -> bool:
 
 def _lookup_mode(bits: int, table: np.ndarray) -> str | None:
     """lookup_mode without the cache."""
+    if bits <= 4:  # one register permute per 16 codes, cheaper than code * step + base even for an affine table
+        return "permute"
     table = np.asarray(table, dtype=np.float64)
     steps = np.diff(table)
     if table.size > 1 and np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0:
         return "affine"
-    if bits <= 4:
-        return "permute"
     if bits == 5:
         return "permute2"
     if HAS_VBMI:
@@ -240,9 +241,9 @@ def _byte_lookup(
     return vectors
 
 
-def _register_lookup(builder: ir.IRBuilder, tb: ir.Value, fma: ir.Function, mode: str, affine_mask: int | None = None):
+def _register_lookup(builder: ir.IRBuilder, tb: ir.Value, fma: ir.Function, mode: str):
     """lookup(codes) -> 16 floats for 16 int32 codes: 'permute' (vpermps, 16-entry table in one register),
-    'permute2' (vpermi2ps, 32 entries in two) or 'affine' (table[0] + code * table[1], codes & affine_mask first)."""
+    'permute2' (vpermi2ps, 32 entries in two) or 'affine' (table[0] + code * table[1])."""
     module = builder.module
     if mode == "permute":
         permute = cgutils.get_or_insert_function(
@@ -261,8 +262,6 @@ def _register_lookup(builder: ir.IRBuilder, tb: ir.Value, fma: ir.Function, mode
     step = _splat(builder, builder.load(builder.gep(tb, [ir.Constant(_I64, 1)])))
 
     def affine(codes: ir.Value) -> ir.Value:
-        if affine_mask is not None:
-            codes = builder.and_(codes, ir.Constant(_V16I, [affine_mask] * 16))
         return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
 
     return affine
@@ -407,8 +406,7 @@ def make_row_dot_group3(mode: str):
             tb = context.make_array(arg_types[8])(context, builder, tb_arr).data
             module = builder.module
             fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
-            # permute: vpermps reads index bits 0..3, the 8 values are repeated twice; affine: the codes need masking
-            lookup = _register_lookup(builder, tb, fma, mode, affine_mask=7)
+            lookup = _register_lookup(builder, tb, fma, mode)  # vpermps reads index bits 0..3: 8 values twice
             prefetch = _prefetch_function(module)
             order = [i for group in GROUP3_LANE_GROUPS for i in (3 * group + 2, 3 * group + 1, 3 * group, 3 * group)]
             order_const = ir.Constant(ir.VectorType(_I32, 64), order)  # little-endian 24-bit big-endian words
@@ -469,7 +467,7 @@ def make_row_dot_group3(mode: str):
 def layout(bits: int, mode: str, n_cols: int, blocksize: int) -> str:
     """How the kernel walks a row: 'group3' (k = 3 on a CPU with VBMI, 128 codes per step, K a multiple of 128 and
     blocks of whole 64-code halves), 'bytes' (64 codes per step) or 'chunks' (32 codes per step)."""
-    if HAS_VBMI and bits == 3 and mode in ("permute", "affine") and n_cols % 128 == 0 and blocksize % 64 == 0:
+    if HAS_VBMI and bits == 3 and mode == "permute" and n_cols % 128 == 0 and blocksize % 64 == 0:
         return "group3"
     return "bytes" if mode == "bytes" else "chunks"
 
