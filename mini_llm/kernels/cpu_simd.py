@@ -479,12 +479,12 @@ def _build_kernel(bits: int, mode: str, walk: str, unroll: int = 0):
     n_codes = 64 if walk == "group3" else chunk_codes(mode)  # group3: blocks are the 64-code halves of a step
 
     @njit(parallel=True, fastmath=True)
-    def kernel(packed, x, table, absmax, n_rows, n_cols, blocksize, out):  # pragma: no cover - compiled
+    def kernel(packed, x, x_lanes, table, absmax, n_rows, n_cols, blocksize, out):  # pragma: no cover - compiled
         batch = x.shape[0]
         blocks_per_row = n_cols // blocksize
         chunks = blocksize // n_codes
         row_bytes = n_cols * bits // 8
-        flat_x = x.reshape(-1)
+        flat_x = _reorder_aligned(x, x_lanes).reshape(-1)  # once, before the threads start
         for r in prange(n_rows):
             for bb in range(batch):
                 out[bb, r] = row_dot(
@@ -548,7 +548,8 @@ def _reorder_aligned(x, order):  # pragma: no cover - compiled
 
 
 def kernel_x(x: np.ndarray, bits: int, mode: str, walk: str) -> np.ndarray:
-    """x (B, K) as the row kernel reads it, 64-byte aligned: in the order its decode leaves the codes."""
+    """x (B, K) as the row kernel reads it (the kernel does this itself), 64-byte aligned: in the order its decode
+    leaves the codes."""
     return _reorder_aligned(x, x_order(bits, mode, walk))
 
 
@@ -574,13 +575,14 @@ def gemv(
         offset = None if offset is None else np.ascontiguousarray(offset[first_block])
         blocksize = n_cols
     walk = layout(bits, mode, n_cols, blocksize)
-    kx, k_absmax, k_blocksize = kernel_x(x, bits, mode, walk), absmax, blocksize
+    k_absmax, k_blocksize = absmax, blocksize
     if walk == "group3" and blocksize != 64:  # one scale per 64 codes
         k_absmax, k_blocksize = np.repeat(absmax, blocksize // 64), 64
     chunks = k_blocksize // chunk_codes(mode)
     unroll = chunks if walk != "group3" and chunks in UNROLL_CHUNKS else 0
     kernel = _kernel(bits, mode, walk, unroll)
-    kernel(packed, kx, kernel_table(bits, table, mode), k_absmax, n_rows, n_cols, k_blocksize, out)
+    x_lanes = x_order(bits, mode, walk)
+    kernel(packed, x, x_lanes, kernel_table(bits, table, mode), k_absmax, n_rows, n_cols, k_blocksize, out)
     if offset is not None:  # sum_b offset[r, b] * sum(x over block b's columns)
         blocks_per_row = n_cols // blocksize
         x_sums = x.reshape(x.shape[0], blocks_per_row, blocksize).sum(axis=2)  # (B, K / blocksize)
