@@ -484,7 +484,7 @@ def _build_kernel(bits: int, mode: str, walk: str, unroll: int = 0):
         blocks_per_row = n_cols // blocksize
         chunks = blocksize // n_codes
         row_bytes = n_cols * bits // 8
-        flat_x = _reorder_aligned(x, x_lanes).reshape(-1)  # once, before the threads start
+        flat_x = reorder_aligned(x, x_lanes).reshape(-1)  # once, before the threads start
         for r in prange(n_rows):
             for bb in range(batch):
                 out[bb, r] = row_dot(
@@ -530,7 +530,7 @@ def x_order(bits: int, mode: str, walk: str) -> np.ndarray:
 
 
 @njit(cache=True)
-def _reorder_aligned(x, order):  # pragma: no cover - compiled
+def reorder_aligned(x, order):  # pragma: no cover - compiled
     """x (B, K) with each run of order.size elements permuted by order, in a new array starting on a cache line.
 
     The row kernels read x 64 bytes at a time; from a misaligned x every such load spans two cache lines.
@@ -545,12 +545,6 @@ def _reorder_aligned(x, order):  # pragma: no cover - compiled
             for i in range(period):
                 out[b, step + i] = x[b, step + order[i]]
     return out
-
-
-def kernel_x(x: np.ndarray, bits: int, mode: str, walk: str) -> np.ndarray:
-    """x (B, K) as the row kernel reads it (the kernel does this itself), 64-byte aligned: in the order its decode
-    leaves the codes."""
-    return _reorder_aligned(x, x_order(bits, mode, walk))
 
 
 def gemv(
