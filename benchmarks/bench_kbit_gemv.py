@@ -30,6 +30,7 @@ Run: .venv/bin/python benchmarks/bench_kbit_gemv.py [--threads 2] [--rounds 40] 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import os
@@ -94,9 +95,9 @@ class Rotating:
         self.fn, self.i = fn, 0
 
     def sharing(self, fn: Callable[[Any], Any]) -> Rotating:
-        """Another Rotating that calls fn on these same copies."""
-        other = Rotating.__new__(Rotating)
-        other.copies, other.fn, other.i = self.copies, fn, 0
+        """Another Rotating that calls fn on these same copies (a shallow copy shares the list)."""
+        other = copy.copy(self)
+        other.fn, other.i = fn, 0
         return other
 
     def __call__(self) -> Any:
