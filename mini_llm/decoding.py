@@ -110,17 +110,11 @@ def continuation_log_probs(model: torch.nn.Module, prompt_ids: torch.Tensor, new
     return total.tolist()
 
 
-def char_ngram_set(text: str, n: int) -> set[str]:
-    """Every distinct character n-gram of text."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    return {text[i : i + n] for i in range(len(text) - n + 1)}
-
-
 def copied_share(texts: Sequence[str], known: AbstractSet[str]) -> float:
-    """Share of the character n-grams of texts found in ``known`` (a char_ngram_set of a source; n from it)."""
+    """Share of the character n-grams of texts found in ``known`` (the retrieval.char_ngram_set of a source; n
+    from it)."""
     if not known:
-        raise ValueError("known must be a non-empty set of n-grams of one length (see char_ngram_set)")
+        raise ValueError("known must be a non-empty set of n-grams of one length (see retrieval.char_ngram_set)")
     n = len(next(iter(known)))
     grams = [t[i : i + n] for t in texts for i in range(len(t) - n + 1)]
     return sum(g in known for g in grams) / len(grams) if grams else 0.0
@@ -128,9 +122,9 @@ def copied_share(texts: Sequence[str], known: AbstractSet[str]) -> float:
 
 def longest_copied_span(text: str, source: str, known: AbstractSet[str]) -> str:
     """The longest substring of text found verbatim in source, if it is at least as long as known's n-grams
-    (known = char_ngram_set(source, n)); '' when no n-gram of text is in source."""
+    (known = retrieval.char_ngram_set(source, n)); '' when no n-gram of text is in source."""
     if not known:
-        raise ValueError("known must be a non-empty set of n-grams of one length (see char_ngram_set)")
+        raise ValueError("known must be a non-empty set of n-grams of one length (see retrieval.char_ngram_set)")
     n = len(next(iter(known)))
     best = ""
     for i in range(len(text) - n + 1):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mini_llm.retrieval import char_ngram_set
+
 ENTITY_TYPES = {"nr": "person", "ns": "place", "nt": "organisation"}  # corpus tag -> entity type
 QUESTION_WORDS = {"person": "谁", "place": "哪里", "organisation": "哪个机构"}  # what the blank asks for
 BLANK = "＿＿"  # stands for the answer in a question
@@ -166,22 +168,19 @@ def answer_by_frequency(question: ClozeQuestion, found: Counter[str], document: 
     return found.most_common(1)[0][0] if found else ""
 
 
-def _bigrams(text: str) -> set[str]:
-    return {text[i : i + 2] for i in range(len(text) - 1)}
-
-
 def window_overlap(question: ClozeQuestion, candidate: str, document: str, width: int = 10) -> int:
     """The most character bigrams shared by the question around its blank and the document around ``candidate``."""
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an integer >= 1, got {width!r}")
     at = question.question.index(BLANK)
-    around_blank = _bigrams(question.question[max(0, at - width) : at]) | _bigrams(
-        question.question[at + len(BLANK) : at + len(BLANK) + width]
-    )
+    before_blank = question.question[max(0, at - width) : at]
+    after_blank = question.question[at + len(BLANK) : at + len(BLANK) + width]
+    around_blank = char_ngram_set(before_blank, 2) | char_ngram_set(after_blank, 2)
     best, start = 0, document.find(candidate)
     while start >= 0:
         end = start + len(candidate)
-        around = _bigrams(document[max(0, start - width) : start]) | _bigrams(document[end : end + width])
+        before, after = document[max(0, start - width) : start], document[end : end + width]
+        around = char_ngram_set(before, 2) | char_ngram_set(after, 2)
         best = max(best, len(around & around_blank))
         start = document.find(candidate, start + 1)
     return best

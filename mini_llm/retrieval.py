@@ -43,6 +43,13 @@ def char_bigrams(text: str) -> list[str]:
     return tokens
 
 
+def char_ngram_set(text: str, n: int) -> set[str]:
+    """Every distinct character n-gram of text (whitespace included): char_ngram_set("人民日报", 2) -> {"人民", ...}."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    return {text[i : i + n] for i in range(len(text) - n + 1)}
+
+
 def _resolve_tokenizer(tokenizer: str | Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     if callable(tokenizer):
         return tokenizer

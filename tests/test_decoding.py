@@ -10,7 +10,6 @@ from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.decoding import (
     STRATEGIES,
     DecodingStrategy,
-    char_ngram_set,
     continuation_log_probs,
     continue_prompts,
     copied_share,
@@ -24,6 +23,7 @@ from mini_llm.decoding import (
 )
 from mini_llm.generate import generate
 from mini_llm.nn import GPT, GPTConfig
+from mini_llm.retrieval import char_ngram_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
