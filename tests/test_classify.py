@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from sklearn import naive_bayes as sklearn_nb
+from sklearn.feature_extraction import text as sklearn_text
 
 from mini_llm.classify import CharNGramNaiveBayes, accuracy_interval
 from mini_llm.classify.naive_bayes import char_ngrams
@@ -26,8 +28,6 @@ def test_a_unigram_model_by_hand():
 
 
 def test_equals_scikit_learn_on_reviews():
-    sklearn_nb = pytest.importorskip("sklearn.naive_bayes")
-    sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
     reviews = load_reviews()
     train_texts, train_labels = reviews.train.texts[:2000], reviews.train.labels[:2000]
     test_texts = reviews.test.texts[:300]

@@ -1,10 +1,12 @@
-"""Text metrics against hand-computed values (and sacrebleu / nltk for BLEU when they are installed)."""
+"""Text metrics against hand-computed values (and sacrebleu / nltk for BLEU)."""
 
 import functools
 import math
 import random
 
 import pytest
+import sacrebleu
+from nltk.translate import bleu_score
 
 from mini_llm.metrics import (
     char_f1,
@@ -104,7 +106,6 @@ def test_bleu_clipping_multiple_references_and_whitespace_tokens():
 
 
 def test_bleu_against_sacrebleu():
-    sacrebleu = pytest.importorskip("sacrebleu")
     hyps = ["今天天气很好", "北京欢迎你们", "人民日报发表评论"]
     refs = ["今天的天气很好", "北京欢迎你", "人民日报发表了评论"]
     theirs = sacrebleu.corpus_bleu(hyps, [refs], tokenize="char", smooth_method="none")
@@ -112,7 +113,6 @@ def test_bleu_against_sacrebleu():
 
 
 def test_bleu_against_nltk():
-    bleu_score = pytest.importorskip("nltk.translate.bleu_score")
     hyps = ["今天天气很好", "北京欢迎你们", "人民日报发表评论"]
     refs = [["今天的天气很好", "今天天气不错"], ["北京欢迎你"], ["人民日报发表了评论"]]
     theirs = bleu_score.corpus_bleu([[list(r) for r in rs] for rs in refs], [list(h) for h in hyps])

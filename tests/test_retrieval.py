@@ -1,9 +1,10 @@
-"""BM25 against the formula written out in float64, a hand-checked ranking, and rank_bm25 when installed."""
+"""BM25 against the formula written out in float64, a hand-checked ranking, and rank_bm25."""
 
 import math
 
 import numpy as np
 import pytest
+import rank_bm25
 
 from mini_llm.retrieval import BM25, char_bigrams, char_tokens
 
@@ -96,7 +97,6 @@ def test_callable_tokenizer():
 
 
 def test_against_rank_bm25():
-    rank_bm25 = pytest.importorskip("rank_bm25")
     docs = [char_bigrams(d) for d in CORPUS[:4]]
     theirs = rank_bm25.BM25Okapi(docs, k1=1.5, b=0.75)
     ours = BM25(k1=1.5, b=0.75, tokenizer="bigram", idf="robertson").fit(CORPUS[:4])
