@@ -123,8 +123,8 @@ def corrupt(tmp_path, tensors_edit=None, meta_edit=None):
     ("tensors_edit", "meta_edit", "message"),
     [
         (lambda t: t.update(packed=t["packed"][:-1].clone()), None, "packed has 255 bytes"),
-        (lambda t: t.update(absmax=t["absmax"][:-1].clone()), None, "state.absmax must be a float32 tensor of shape"),
-        (lambda t: t.update(code=t["code"][:8].clone()), None, "state.code must be a float32 tensor of shape"),
+        (lambda t: t.update(absmax=t["absmax"][:-1].clone()), None, "state.absmax must be a floating-point tensor of shape"),
+        (lambda t: t.update(code=t["code"][:8].clone()), None, "state.code must be a floating-point tensor of shape"),
         (lambda t: t.update(code=t["code"].flip(0).contiguous()), None, "sorted ascending"),
         (lambda t: t["absmax"].__setitem__(0, float("nan")), None, "state.absmax must be finite"),
         (lambda t: t["absmax"].__setitem__(0, -1.0), None, "absmax must be >= 0"),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mini_llm.kernels import cpu, reference
+from mini_llm.kernels.checks import check_input, check_state
 from mini_llm.kernels.cpu_simd import HAS_AVX512
 
 __all__ = ["HAS_AVX512", "cpu", "dequantize", "gemv", "reference", "triton_kernels"]
@@ -75,11 +76,11 @@ def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, backend: str = "auto
     (backend 'auto' or 'triton': fused dequantize-GEMV at batch 1, dequantized tiles and tl.dot above).
     """
     device = _check_devices(packed, x)
+    check_state(state, packed)
     shape = tuple(state.shape)
     if len(shape) != 2:
         raise ValueError(f"state.shape must be 2-D (out_features, in_features) for gemv, got {shape}")
-    if x.ndim not in (1, 2) or x.shape[-1] != shape[1]:
-        raise ValueError(f"x must have shape ({shape[1]},) or (B, {shape[1]}), got {tuple(x.shape)}")
+    check_input(x, shape[1])
     if device == "cuda":
         if backend not in GPU_BACKENDS:
             raise ValueError(f"backend for CUDA tensors must be one of {', '.join(GPU_BACKENDS)}, got {backend!r}")
@@ -100,7 +101,10 @@ def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, backend: str = "auto
 def dequantize(packed: torch.Tensor, state: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The (state.shape) tensor in dtype (default state.dtype) on packed's device: Numba on the CPU, Triton on CUDA."""
     device = _check_devices(packed)
+    check_state(state, packed)
     dtype = state.dtype if dtype is None else dtype
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
     if device == "cuda":
         return triton_kernels().dequantize(packed, state, dtype)
     numel = math.prod(state.shape)

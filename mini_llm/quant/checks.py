@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import torch
 
-MIN_BITS, MAX_BITS = 2, 8
-MIN_BLOCKSIZE, MAX_BLOCKSIZE = 32, 4096
-BLOCKSIZES = tuple(2**p for p in range(5, 13))  # 32, 64, ..., 4096: a block of 32 k-bit codes fills whole bytes
-
-
-def check_bits(bits: object) -> int:
-    """bits as an int in 2..8, or a ValueError."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-    return bits
-
-
-def check_blocksize(blocksize: object) -> int | None:
-    """blocksize as a power of two in 32..4096, or None for one block over the whole tensor; else a ValueError."""
-    if blocksize is None:
-        return None
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize not in BLOCKSIZES:
-        raise ValueError(
-            f"blocksize must be a power of two in {MIN_BLOCKSIZE}..{MAX_BLOCKSIZE} ({', '.join(map(str, BLOCKSIZES))}) "
-            f"or None for the whole tensor, got {blocksize!r}"
-        )
-    return blocksize
+# The k-bit layout checks live with the kernels (the lower floor) and are shared from there.
+from mini_llm.kernels.checks import (  # noqa: F401
+    BLOCKSIZES,
+    MAX_BITS,
+    MAX_BLOCKSIZE,
+    MIN_BITS,
+    MIN_BLOCKSIZE,
+    check_bits,
+    check_blocksize,
+)
 
 
 def check_weight(W: object, name: str = "W") -> torch.Tensor:

@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mini_llm.kernels.checks import check_state
 from mini_llm.kernels.reference import n_blocks, packed_nbytes
-from mini_llm.quant.checks import check_bits, check_blocksize
 
 FORMAT = "mini_llm.quant/1"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -57,10 +57,7 @@ class QuantState:
 
     def validate(self, packed: torch.Tensor | None = None) -> None:
         """Raise ValueError when the state is inconsistent in itself or with packed."""
-        check_bits(self.bits)
-        check_blocksize(self.blocksize)
-        if not self.shape or any(not isinstance(d, int) or d < 1 for d in self.shape):
-            raise ValueError(f"state.shape must be a non-empty tuple of positive ints, got {self.shape}")
+        check_state(self, packed)  # the layout: bits, blocksize, shape, vector lengths, packed bytes
         if self.dtype not in DTYPES.values():
             raise ValueError(f"state.dtype must be one of {', '.join(DTYPES)}, got {self.dtype}")
         _check_vector("state.code", self.code, 2**self.bits)
@@ -71,14 +68,6 @@ class QuantState:
             raise ValueError("state.absmax must be >= 0")
         if self.offset is not None:
             _check_vector("state.offset", self.offset, self.n_blocks)
-        if packed is not None:
-            if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-                raise ValueError(f"packed must be a uint8 tensor, got {getattr(packed, 'dtype', type(packed))}")
-            if packed.numel() != self.packed_nbytes:
-                raise ValueError(
-                    f"packed has {packed.numel()} bytes but the state ({self.numel} values of {self.bits} bits) "
-                    f"needs {self.packed_nbytes}"
-                )
 
     def metadata(self) -> dict[str, str]:
         """The non-tensor fields as safetensors metadata (str -> str)."""
