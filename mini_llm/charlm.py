@@ -30,7 +30,15 @@ from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
 from mini_llm.jsonfiles import read_format_json
 from mini_llm.nn import GPT, GPTConfig
-from mini_llm.train import BatchFn, TokenBatches, Trainer, TrainerConfig, load_model_weights, next_token_loss
+from mini_llm.train import (
+    BatchFn,
+    TokenBatches,
+    Trainer,
+    TrainerConfig,
+    check_finite,
+    load_model_weights,
+    next_token_loss,
+)
 
 KEPT_WEIGHTS = "weights_step{step:06d}.safetensors"  # weight snapshots kept at intermediate steps
 
@@ -386,6 +394,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         load_model(model, str(path))
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path} is not a weights file written by mini_llm.charlm.save_weights: {error}") from error
+    check_finite(model.state_dict(), str(path))
     return model.to(check_device(device)).eval(), info
 
 

@@ -288,16 +288,24 @@ def test_load_char_gpt_returns_the_trained_model(run_copy):
         load_char_gpt(run_copy / "history.csv")
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "nan"])
 def test_load_char_gpt_rejects_a_corrupt_checkpoint(run_copy, damage, capsys):
     path = run_copy / "checkpoint.safetensors"
     data = path.read_bytes()
-    damaged = {"garbage": b"not a safetensors file" * 10, "truncated": data[: len(data) // 2], "empty": b""}
+    header_end = 8 + int.from_bytes(data[:8], "little")  # "nan": 0xFF bytes in the tensor data, header intact
+    nan = data[:header_end] + b"\xff" * 64 + data[header_end + 64 :]
+    damaged = {"garbage": b"not a safetensors file" * 10, "truncated": data[: len(data) // 2], "empty": b"", "nan": nan}
     path.write_bytes(damaged[damage])
     with pytest.raises(ValueError, match="checkpoint.safetensors"):
         load_char_gpt(run_copy)
-    assert main(["generate", "--checkpoint", str(run_copy), "--prompt", "中国"]) == 2
-    assert "Traceback" not in capsys.readouterr().err
+    for greedy in ([], ["--greedy"]):
+        assert main(["generate", "--checkpoint", str(run_copy), "--prompt", "中国", *greedy]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if damage == "nan":  # resuming refuses the damaged checkpoint and leaves it as it was
+        assert main(["train", "--preset", "tiny", "--out", str(run_copy), "--resume", "--max-steps", "3"]) == 2
+        assert "NaN/Inf" in capsys.readouterr().err
+        assert path.read_bytes() == nan
 
 
 @pytest.mark.parametrize(

@@ -435,3 +435,38 @@ def test_next_token_loss_accepts_mini_llm_gpt_outputs():
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
     x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
     assert torch.allclose(next_token_loss(model, x, y), model(x, targets=y).loss)
+
+
+def flip_data_bytes(path) -> None:
+    """Overwrite bytes in the tensor data of a safetensors file with 0xFF (NaN in float32), header intact."""
+    data = bytearray(path.read_bytes())
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    data[header_end : header_end + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+def test_non_finite_weights_in_a_checkpoint_are_rejected(tmp_path):
+    path = tmp_path / "run.safetensors"
+    trainer = Trainer(BigramLM(), config(max_steps=3), TRAIN)
+    trainer.train()
+    trainer.save_checkpoint(path)
+    flip_data_bytes(path)
+    with pytest.raises(ValueError, match=r"run.safetensors.*: tensor '.*' holds 16 NaN/Inf values .* damaged"):
+        Trainer(BigramLM(), config(max_steps=3), TRAIN).load_checkpoint(path)
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        load_model_weights(BigramLM(), path)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    path = tmp_path / "run.safetensors"
+    trainer = Trainer(BigramLM(), config(max_steps=6, checkpoint_path=str(path), checkpoint_interval=2), TRAIN)
+    trainer.train(until=2)
+    saved = path.read_bytes()
+    with torch.no_grad():
+        trainer.model.embed.weight[0, 0] = float("nan")  # as if an update had blown up
+    weights_before = trainer.model.embed.weight.clone()
+    with pytest.raises(ValueError, match="the training loss became nan at step 3; training stopped"):
+        trainer.train()
+    assert trainer.step == 2 and len(trainer.history) == 2
+    assert torch.equal(trainer.model.embed.weight.nan_to_num(), weights_before.nan_to_num())  # no update applied
+    assert path.read_bytes() == saved

@@ -1,7 +1,7 @@
 """Training: SGD and Adam written out, a learning-rate schedule, gradient clipping, a trainer, checkpoints."""
 
 from mini_llm.train.batches import BatchFn, TokenBatches, random_batch
-from mini_llm.train.checkpoint import Checkpoint, load_model_weights, read_checkpoint, save_checkpoint
+from mini_llm.train.checkpoint import Checkpoint, check_finite, load_model_weights, read_checkpoint, save_checkpoint
 from mini_llm.train.clipping import clip_grad_norm
 from mini_llm.train.optim import SGD, Adam
 from mini_llm.train.schedule import WarmupCosineSchedule, lr_at
@@ -18,6 +18,7 @@ __all__ = [
     "Trainer",
     "TrainerConfig",
     "WarmupCosineSchedule",
+    "check_finite",
     "clip_grad_norm",
     "load_model_weights",
     "lr_at",

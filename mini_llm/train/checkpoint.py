@@ -92,6 +92,18 @@ def save_checkpoint(
     return path
 
 
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """ValueError naming ``source`` and the first floating-point tensor that holds NaN or Inf (a damaged file)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ValueError(
+                    f"{source}: tensor {name!r} holds {bad} NaN/Inf values out of {tensor.numel()}; "
+                    f"the file is damaged (restore it or train again)"
+                )
+
+
 def _read(path: Path, prefix: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors (those starting with prefix, or all) and the parsed JSON metadata of a checkpoint file."""
     try:
@@ -112,6 +124,7 @@ def _read(path: Path, prefix: str | None = None) -> tuple[dict[str, torch.Tensor
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else meta
         raise ValueError(f"{str(path)!r}: checkpoint format must be {FORMAT!r}, got {found!r}")
+    check_finite(tensors, repr(str(path)))
     return tensors, meta
 
 

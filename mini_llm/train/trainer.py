@@ -190,6 +190,11 @@ class Trainer:
         x, y = self._batch(self.train_batch, self.generator)  # (B, T), (B, T)
         with self._global_rng(self.model_rng, keep=True):
             loss = self.loss_fn(self.model, x, y)  # scalar
+            if not math.isfinite(loss.item()):  # stop before the update: the model and checkpoint stay as they were
+                raise ValueError(
+                    f"the training loss became {loss.item()} at step {self.step + 1}; training stopped and the "
+                    f"last checkpoint was kept (lower the learning rate or check the data and the weights)"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
