@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -26,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from mini_llm import __version__
+from mini_llm.atomic import atomic_path, write_text_atomic
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
 from mini_llm.jsonfiles import read_format_json
@@ -211,14 +213,12 @@ def _trainer_record(config: TrainerConfig) -> dict[str, Any]:
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write UTF-8 JSON atomically (a crash never leaves half a file)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    """One CSV row per step; evaluation columns are empty at steps without an evaluation."""
-    with path.open("w", newline="", encoding="utf-8") as file:
+    """One CSV row per step (written atomically); evaluation columns are empty at steps without an evaluation."""
+    with atomic_path(path) as partial, partial.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for record in history:
@@ -320,9 +320,11 @@ def train_char_gpt(
     ``max_steps`` overrides the preset's (the warm-up scales with it); ``seed`` (default 0) decides the initial
     weights and the batches. ``resume=True`` continues the checkpoint in out_dir exactly (same preset and seed); a
     larger ``max_steps`` then trains on at the final learning rate. Without resume or ``overwrite``, an out_dir that
-    holds a checkpoint is refused (FileExistsError). ``log`` receives one-line progress messages. ``preset`` is a
-    name in PRESETS or a CharGPTPreset. For each step in ``keep_steps`` the weights after that step are kept in
-    ``weights_step<NNNNNN>.safetensors`` (see ``save_weights``; steps already passed when resuming are not redone).
+    holds a checkpoint is refused (FileExistsError); with ``overwrite`` the new run is trained in ``<out_dir>.new``
+    and swapped in when finished, so an interrupted overwrite leaves the earlier run untouched. ``log`` receives
+    one-line progress messages. ``preset`` is a name in PRESETS or a CharGPTPreset. For each step in ``keep_steps``
+    the weights after that step are kept in ``weights_step<NNNNNN>.safetensors`` (see ``save_weights``; steps
+    already passed when resuming are not redone).
     ``until`` stops after that step (the learning-rate schedule stays the one of max_steps, so the weights equal
     those of a full run at that step, and ``resume`` continues it). Returns (model in eval mode, tokenizer, history).
     """
@@ -336,6 +338,9 @@ def train_char_gpt(
     if not resume and checkpoint.exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a trained model ({checkpoint}); continue it with --resume, "
                               "replace it with --overwrite, or choose another output directory")
+    final, out = out, staging_dir(out) if overwrite and not resume and checkpoint.exists() else out
+    if out != final:
+        shutil.rmtree(out, ignore_errors=True)  # what an interrupted overwrite left behind
     out.mkdir(parents=True, exist_ok=True)
 
     data = prepare_data()
@@ -368,17 +373,33 @@ def train_char_gpt(
     run_config["trainer"] = _trainer_record(trainer.config)
     run_config["training"] = summary
     _write_json(out / CONFIG_FILE, run_config)
+    if out != final:
+        _swap_in(out, final)
     return model.eval(), data.tokenizer, history
+
+
+def staging_dir(out_dir: str | os.PathLike) -> Path:
+    """Where ``train_char_gpt(..., overwrite=True)`` trains the run that replaces the one in out_dir."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".new")
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace the run directory out by new: two renames, the earlier run deleted only after both."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old)
 
 
 def save_weights(model: GPT, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
     """Write the model's weights alone (tied tensors once) to a safetensors file, atomically, with JSON ``info``."""
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
     metadata = {"mini_llm": json.dumps({"format": "mini_llm.charlm.weights/1", "model": asdict(model.config)}
                                        | (info or {}))}
-    save_model(model, str(partial), metadata=metadata)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_model(model, str(partial), metadata=metadata)
     return path
 
 

@@ -442,6 +442,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
 
     out = args.out if args.out is not None else Path("runs") / args.preset
+    replacing = args.overwrite and not args.resume and (out / CHECKPOINT_FILE).is_file()
     try:
         train_char_gpt(
             args.preset, out, max_steps=args.max_steps, seed=args.seed, progress=not args.no_progress,
@@ -450,6 +451,10 @@ def run_train(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         return _error("train", str(error))
     except KeyboardInterrupt:
+        if replacing:
+            print(f"\ninterrupted; {out} still holds the earlier run, unchanged (the new one was not finished): "
+                  "run the same command again", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return _interrupted(args.preset, out)
     summary = read_run_config(out)["training"]
     print(f"trained {summary['steps']} steps in {summary['seconds_this_session']:.1f} s on {summary['device']}")

@@ -358,3 +358,28 @@ def test_console_script_and_python_m_run():
     assert "mini-llm train: error: argument --preset: unknown preset 'huge'" in stderr and "Traceback" not in stderr
     stdout, _, code = results["module"]
     assert code == 0 and "usage: mini-llm" in stdout and "generate" in stdout
+
+
+def test_an_interrupted_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(charlm.PRESETS, "micro", MICRO)
+    out = tmp_path / "run"
+    train_char_gpt("micro", out, max_steps=4, progress=False)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    original_step = Trainer.train_step
+
+    def interrupt_at_step_6(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    argv = ["train", "--preset", "micro", "--out", str(out), "--overwrite", "--no-progress"]
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_6)
+    assert main(argv) == 130
+    assert "still holds the earlier run, unchanged" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # config, history, checkpoint: all old
+    assert load_char_gpt(out)[0] is not None
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    assert main(argv) == 0  # the finished overwrite replaces the run and removes the staging directory
+    assert read_run_config(out)["training"]["steps"] == MICRO.trainer.max_steps
+    assert len(read_history(out / "history.csv")) == MICRO.trainer.max_steps
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]

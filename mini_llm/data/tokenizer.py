@@ -9,6 +9,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal
 
+from mini_llm.atomic import write_text_atomic
+
 UNK_TOKEN = "<unk>"
 FILE_FORMAT = "mini_llm.CharTokenizer"
 FILE_VERSION = 1
@@ -69,9 +71,9 @@ class CharTokenizer:
         return "".join(pieces)
 
     def save(self, path: str | PathLike) -> None:
-        """Write the vocabulary as UTF-8 JSON."""
+        """Write the vocabulary as UTF-8 JSON (atomically)."""
         payload = {"format": FILE_FORMAT, "version": FILE_VERSION, "unk_token": UNK_TOKEN, "chars": self.chars}
-        Path(path).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+        write_text_atomic(path, json.dumps(payload, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | PathLike) -> CharTokenizer:

@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mini_llm.atomic import atomic_path
+
 FORMAT = "mini_llm.train.checkpoint/1"
 META_KEY = "mini_llm"
 
@@ -86,9 +88,8 @@ def save_checkpoint(
     meta = {"format": FORMAT, "optimizer": optimizer_meta, "extra": extra or {}}
     text = _to_json(meta, "extra")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata={META_KEY: text})
-    os.replace(partial, path)  # a crash mid-write never leaves a half-written checkpoint under the real name
+    with atomic_path(path) as partial:  # a crash mid-write never leaves a half-written checkpoint under the real name
+        save_file(tensors, str(partial), metadata={META_KEY: text})
     return path
 
 
