@@ -102,8 +102,8 @@ def test_quant_state_safetensors_round_trip(tmp_path):
         assert b"pickle" not in path.read_bytes()
 
 
-def corrupt(tmp_path, tensors_edit=None, meta_edit=None):
-    packed, state = quantize(weights(8, 64), 4, "nf", 64)
+def corrupt(tmp_path, tensors_edit=None, meta_edit=None, centered=False):
+    packed, state = quantize(weights(8, 64), 4, "nf", 64, centered=centered)
     path = tmp_path / "w.safetensors"
     save_quantized(path, packed, state)
     tensors = load_file(str(path))
@@ -123,7 +123,7 @@ def corrupt(tmp_path, tensors_edit=None, meta_edit=None):
     ("tensors_edit", "meta_edit", "message"),
     [
         (lambda t: t.update(packed=t["packed"][:-1].clone()), None, "packed has 255 bytes"),
-        (lambda t: t.update(absmax=t["absmax"][:-1].clone()), None, "state.absmax must be a floating-point tensor of shape"),
+        (lambda t: t.update(absmax=t["absmax"][:-1].clone()), None, "state.absmax must be a floating-point tensor"),
         (lambda t: t.update(code=t["code"][:8].clone()), None, "state.code must be a floating-point tensor of shape"),
         (lambda t: t.update(code=t["code"].flip(0).contiguous()), None, "sorted ascending"),
         (lambda t: t["absmax"].__setitem__(0, float("nan")), None, "state.absmax must be finite"),
@@ -140,6 +140,72 @@ def test_corrupted_state_is_rejected(tmp_path, tensors_edit, meta_edit, message)
     path = corrupt(tmp_path, tensors_edit, meta_edit)
     with pytest.raises(ValueError, match=message):
         load_quantized(path)
+
+
+@pytest.mark.parametrize(
+    ("centered", "tensors_edit", "meta_edit", "message"),
+    [
+        (True, lambda t: t.pop("offset"), None, "'centered' is 'true' but the file has no offset"),
+        (False, lambda t: t.update(offset=torch.zeros(8)), None, "'centered' is 'false' but the file holds offset"),
+        (True, lambda t: t.pop("offset"), lambda m: m.pop("centered"), "no 'centered' entry and the file no offset"),
+        (False, None, lambda m: m.pop("centered"), "no 'centered' entry"),
+        (False, None, lambda m: m.update(centered="yes"), "'centered' must be 'true' or 'false'"),
+        (False, None, lambda m: m.update(shape="[8.5, 64]"), "'shape' must be a non-empty tuple of positive ints"),
+        (False, None, lambda m: m.update(shape="[true, 512]"), "'shape' must be a non-empty tuple of positive ints"),
+        (False, None, lambda m: m.update(shape="[[8], 64]"), "'shape' must be a non-empty tuple of positive ints"),
+        (False, None, lambda m: m.update(shape='"8x64"'), "'shape' must be a non-empty tuple of positive ints"),
+        (False, None, lambda m: m.update(shape="[" * 100000 + "]" * 100000), "'shape' must be a JSON list"),
+        (False, None, lambda m: m.update(shape="[8, 64"), "'shape' must be a JSON list"),
+        (False, None, lambda m: m.update(bits="4.0"), "'bits' must be a decimal integer"),
+        (False, None, lambda m: m.update(blocksize="64.0"), "'blocksize' must be a decimal integer"),
+        (False, None, lambda m: m.update(codebook="quantile3"), "codebook must be the name of a 4-bit codebook"),
+        (False, None, lambda m: m.update(codebook="garbage"), "codebook must be the name of a 4-bit codebook"),
+        (False, None, lambda m: m.update(codebook="nf3"), "codebook must be the name of a 4-bit codebook"),
+        (False, None, lambda m: m.update(codebook="float4_e2m2"), "codebook must be the name of a 4-bit codebook"),
+        (False, None, lambda m: m.update(codebook="int4"), "state.code is not the table of codebook 'int4'"),
+        (False, lambda t: t.update(extra=torch.zeros(1)), None, "tensors must be packed, code, absmax, offset"),
+        (False, lambda t: t.pop("code"), None, "no 'code' tensor"),
+    ],
+)
+def test_tampered_state_metadata_is_rejected_naming_the_file(tmp_path, centered, tensors_edit, meta_edit, message):
+    path = corrupt(tmp_path, tensors_edit, meta_edit, centered=centered)
+    with pytest.raises(ValueError, match=message) as error:
+        load_quantized(path)
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+def test_older_files_without_the_centered_entry_load_when_they_hold_an_offset(tmp_path):
+    path = corrupt(tmp_path, meta_edit=lambda m: m.pop("centered"), centered=True)
+    packed, state = load_quantized(path)
+    assert state.offset is not None and state.metadata()["centered"] == "true"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty", "header only", "directory", "missing"])
+def test_damaged_quantized_files_give_one_line_naming_the_file(tmp_path, damage):
+    path = corrupt(tmp_path)
+    data = path.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    if damage == "directory":
+        path.unlink()
+        path.mkdir()
+    elif damage == "missing":
+        path.unlink()
+    else:
+        damaged = {"truncated": data[: len(data) // 2], "random": np.random.default_rng(0).bytes(len(data)),
+                   "empty": b"", "header only": data[:header_end]}
+        path.write_bytes(damaged[damage])
+    expected = FileNotFoundError if damage == "missing" else ValueError
+    with pytest.raises(expected, match=str(path)) as error:
+        load_quantized(path)
+    assert "\n" not in str(error.value)
+
+
+def test_save_quantized_refuses_a_state_it_could_not_load(tmp_path):
+    packed, state = quantize(weights(8, 64))
+    state.codebook = "mine"
+    with pytest.raises(ValueError, match="codebook must be the name of a 4-bit codebook"):
+        save_quantized(tmp_path / "w.safetensors", packed, state)
+    assert not (tmp_path / "w.safetensors").exists()
 
 
 def test_dequantize_rejects_mismatched_packed():

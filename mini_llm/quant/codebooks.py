@@ -14,6 +14,7 @@ Dettmers & Zettlemoyer (2023) compare these families; each is built here from it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -167,3 +168,25 @@ def codebook(
     if data is None:
         raise ValueError("data is required for codebook 'quantile' (the tensor whose quantiles give the codes)")
     return Codebook(f"quantile{bits}", bits, quantile_values(data, bits))
+
+
+_NAME = re.compile(r"(int|dynamic|nf|quantile)([2-8])|float([2-8])_e([1-7])m([0-6])")
+
+
+def check_codebook_name(name: object, bits: int, code: torch.Tensor) -> str:
+    """name as codebook() writes it for k = bits (e.g. nf4, int4, float4_e2m1, dynamic4, quantile4), and code the
+    table that name stands for (any sorted table for quantile); a ValueError otherwise."""
+    match = _NAME.fullmatch(name) if isinstance(name, str) else None
+    allowed = f"int{bits}, float{bits}_e<E>m<M>, dynamic{bits}, nf{bits} or quantile{bits} (as codebook() names them)"
+    if match is None or int(match[2] or match[3]) != bits:
+        raise ValueError(f"codebook must be the name of a {bits}-bit codebook: {allowed}, got {name!r}")
+    family = match[1] or "float"
+    if family == "quantile":
+        return name
+    exponent_bits = int(match[4]) if family == "float" else None
+    if exponent_bits is not None and not (exponent_bits <= bits - 1 and int(match[5]) == bits - 1 - exponent_bits):
+        raise ValueError(f"codebook must be the name of a {bits}-bit codebook: {allowed}, got {name!r}")
+    expected = codebook(family, bits, exponent_bits=exponent_bits).tensor()
+    if not (isinstance(code, torch.Tensor) and code.shape == expected.shape and torch.equal(code.cpu(), expected)):
+        raise ValueError(f"state.code is not the table of codebook {name!r} (a damaged or mislabelled state)")
+    return name

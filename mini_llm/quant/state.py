@@ -1,7 +1,10 @@
 """QuantState: everything needed to turn packed k-bit codes back into a tensor, saved as safetensors (no pickle).
 
 Tensors: ``code`` (2**k,) float32 table, ``absmax`` (n_blocks,) float32, ``offset`` (n_blocks,) float32 when centered.
-Metadata (strings): format tag, bits, blocksize ("tensor" for one block), shape, dtype, codebook name.
+Metadata (strings): format tag, bits, blocksize ("tensor" for one block), shape, dtype, codebook name, and
+centered ("true"/"false"): an offset tensor must be there exactly when it is "true". Files written before centering
+was recorded have no such entry; they load only when that is unambiguous, that is when they hold an offset (a centered
+state), since an uncentered file and a centered one whose offset was removed look the same.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mini_llm.kernels.checks import check_state
+from mini_llm.kernels.checks import check_shape, check_state
 from mini_llm.kernels.reference import n_blocks, packed_nbytes
+from mini_llm.quant.codebooks import check_codebook_name
 
 FORMAT = "mini_llm.quant/1"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+TENSOR_NAMES = ("packed", "code", "absmax", "offset")  # what a file written by save_quantized holds
+MAX_METADATA_CHARS = 200  # longer than any shape or number a state writes: refused before parsing
 
 
 @dataclass
@@ -78,6 +84,7 @@ class QuantState:
             "shape": json.dumps(list(self.shape)),
             "dtype": str(self.dtype).removeprefix("torch."),
             "codebook": self.codebook,
+            "centered": "true" if self.offset is not None else "false",
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -92,19 +99,63 @@ class QuantState:
         """Rebuild and validate a state from tensors() and metadata(); ValueError on anything malformed."""
         if metadata.get("format") != FORMAT:
             raise ValueError(f"metadata format must be {FORMAT!r}, got {metadata.get('format')!r}")
-        try:
-            bits = int(metadata["bits"])
-            blocksize = None if metadata["blocksize"] == "tensor" else int(metadata["blocksize"])
-            shape = tuple(int(d) for d in json.loads(metadata["shape"]))
-            dtype_name, codebook_name = metadata["dtype"], metadata["codebook"]
-            code, absmax = tensors["code"], tensors["absmax"]
-        except (KeyError, ValueError, TypeError) as error:
-            raise ValueError(f"malformed quantization state: {error!r}") from error
+        for name in ("bits", "blocksize", "shape", "dtype", "codebook"):
+            if not isinstance(metadata.get(name), str):
+                raise ValueError(f"malformed quantization state: metadata has no {name!r} entry")
+        for name in ("code", "absmax"):
+            if name not in tensors:
+                raise ValueError(f"malformed quantization state: no {name!r} tensor")
+        bits = _int_entry(metadata, "bits")
+        blocksize = None if metadata["blocksize"] == "tensor" else _int_entry(metadata, "blocksize")
+        dtype_name = metadata["dtype"]
         if dtype_name not in DTYPES:
             raise ValueError(f"state dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
-        state = cls(shape, DTYPES[dtype_name], bits, blocksize, codebook_name, code, absmax, tensors.get("offset"))
+        offset = tensors.get("offset")
+        _check_centered(metadata.get("centered"), offset is not None)
+        state = cls(
+            _shape_entry(metadata), DTYPES[dtype_name], bits, blocksize, metadata["codebook"], tensors["code"],
+            tensors["absmax"], offset,
+        )
         state.validate()
+        check_codebook_name(state.codebook, state.bits, state.code)
         return state
+
+
+def _int_entry(metadata: dict[str, str], name: str) -> int:
+    """The metadata entry `name` as a decimal integer (no sign, point or exponent); ValueError otherwise."""
+    text = metadata[name]
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise ValueError(f"metadata {name!r} must be a decimal integer, got {text[:MAX_METADATA_CHARS]!r}")
+    return int(text)
+
+
+def _shape_entry(metadata: dict[str, str]) -> tuple[int, ...]:
+    """The metadata shape: a JSON list of positive integers such as "[64, 128]"; ValueError otherwise."""
+    text = metadata["shape"]
+    try:
+        if len(text) > MAX_METADATA_CHARS:
+            raise ValueError(f"longer than {MAX_METADATA_CHARS} characters")
+        values = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        message = f"metadata 'shape' must be a JSON list of positive integers, got {text[:80]!r}: {error}"
+        raise ValueError(message) from error
+    return check_shape(values, "metadata 'shape'")
+
+
+def _check_centered(entry: str | None, has_offset: bool) -> None:
+    """The 'centered' entry agrees with the offset tensor; a file without the entry needs an offset (see above)."""
+    if entry is None and not has_offset:
+        raise ValueError(
+            "metadata has no 'centered' entry and the file no offset tensor: it may be a centered state whose offset "
+            "was removed, so it is refused (files written by save_quantized since centering is recorded load)"
+        )
+    if entry not in (None, "true", "false"):
+        raise ValueError(f"metadata 'centered' must be 'true' or 'false', got {entry[:MAX_METADATA_CHARS]!r}")
+    if entry is not None and (entry == "true") != has_offset:
+        raise ValueError(
+            f"metadata 'centered' is {entry!r} but the file {'holds' if has_offset else 'has no'} offset tensor: "
+            "a centered state needs its per-block offset, an uncentered one has none"
+        )
 
 
 def _check_vector(name: str, t: object, length: int) -> None:
@@ -120,17 +171,30 @@ def _check_vector(name: str, t: object, length: int) -> None:
 def save_quantized(path: str | Path, packed: torch.Tensor, state: QuantState) -> None:
     """Write packed codes and their state to one safetensors file."""
     state.validate(packed)
+    check_codebook_name(state.codebook, state.bits, state.code)  # what load_quantized will require
     save_file({"packed": packed.detach().cpu().contiguous(), **state.tensors()}, str(path), metadata=state.metadata())
 
 
 def load_quantized(path: str | Path) -> tuple[torch.Tensor, QuantState]:
-    """Read (packed, state) written by save_quantized, validated against each other."""
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
-    if "packed" not in tensors:
-        raise ValueError(f"{path} holds no 'packed' tensor")
-    packed = tensors.pop("packed")
-    state = QuantState.from_parts(tensors, metadata)
-    state.validate(packed)
+    """Read (packed, state) written by save_quantized, validated against each other; ValueError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a file written by save_quantized")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a safetensors file written by save_quantized ({error})") from error
+    try:
+        unknown = sorted(set(tensors) - set(TENSOR_NAMES))
+        if unknown or "packed" not in tensors:
+            raise ValueError(f"tensors must be {', '.join(TENSOR_NAMES)} (offset when centered), got {sorted(tensors)}")
+        packed = tensors.pop("packed")
+        state = QuantState.from_parts(tensors, metadata)
+        state.validate(packed)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
     return packed, state
