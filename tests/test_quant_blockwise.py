@@ -235,6 +235,9 @@ def test_dequantize_rejects_mismatched_packed():
         (np.ones(4, dtype=np.float32), {}, "W must be a torch.Tensor"),
         (weights(4, 64), dict(centered="yes"), "centered must be True or False"),
         (weights(4, 64), dict(codebook=codebook("nf", 3)), "codebook has 3 bits but bits=4"),
+        (torch.full((64, 64), 3.4e38), dict(centered=True), "the float32 absmax of 64 block.s. overflows"),
+        (torch.full((4, 64), 1e39, dtype=torch.float64), {}, r"W must lie in the float32 range .* got \|x\| = 1e\+39"),
+        (torch.full((4, 64), -1e39, dtype=torch.float64), dict(centered=True), "W must lie in the float32 range"),
     ],
 )
 def test_bad_quantize_arguments(W, kwargs, message):

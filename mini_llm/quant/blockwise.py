@@ -7,7 +7,7 @@ import torch
 
 from mini_llm import kernels
 from mini_llm.kernels import cpu, reference
-from mini_llm.quant.checks import check_bits, check_blocksize, check_weight
+from mini_llm.quant.checks import check_bits, check_blocksize, check_float32_range, check_scales, check_weight
 from mini_llm.quant.codebooks import Codebook, codebook
 from mini_llm.quant.state import QuantState
 
@@ -30,13 +30,14 @@ def quantize(
     """
     bits = check_bits(bits)
     blocksize = check_blocksize(blocksize)
-    W = check_weight(W)
+    W = check_float32_range(check_weight(W))
     if not isinstance(centered, bool):
         raise ValueError(f"centered must be True or False, got {centered!r}")
     x = W.detach().cpu().float().reshape(-1).numpy()  # (n,) float32
     block = x.size if blocksize is None else blocksize
     book = _resolve_codebook(codebook, bits, exponent_bits, x, block, centered)
     codes, absmax, offset = cpu.quantize(x, book.values, bits, block, centered)
+    check_scales(absmax, offset)
     packed = torch.from_numpy(cpu.pack(codes, bits))
     state = QuantState(
         shape=tuple(W.shape),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # The k-bit layout checks live with the kernels (the lower floor) and are shared from there.
@@ -33,3 +34,28 @@ def check_weight(W: object, name: str = "W") -> torch.Tensor:
         bad = int((~finite).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN or Inf values out of {W.numel()}")
     return W
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def check_float32_range(W: torch.Tensor, name: str = "W") -> torch.Tensor:
+    """W whose values fit float32 (the codes' scales are float32), or a ValueError naming `name`."""
+    if W.dtype == torch.float64:
+        largest = float(W.abs().max())
+        if largest > FLOAT32_MAX:
+            message = f"{name} must lie in the float32 range (|x| <= {FLOAT32_MAX:.4g}), got |x| = {largest:.4g}"
+            raise ValueError(message)
+    return W
+
+
+def check_scales(absmax: np.ndarray, offset: np.ndarray | None, name: str = "W") -> None:
+    """The per-block absmax (and centering offset) are finite: ValueError naming `name` when a block overflowed."""
+    for what, values in (("absmax", absmax), ("offset", offset)):
+        if values is not None and not bool(np.isfinite(values).all()):
+            blocks = int((~np.isfinite(values)).sum())
+            raise ValueError(
+                f"{name} has values too large to quantize: the float32 {what} of {blocks} block(s) overflows "
+                f"(|x|, or with centering the block's midrange and spread, must stay below {FLOAT32_MAX:.4g}); "
+                f"scale {name} down first"
+            )
