@@ -153,12 +153,28 @@ def test_quantize_model_bad_arguments(kwargs, message):
         quantize_model(tiny_gpt(), **kwargs)
 
 
+def test_quantize_model_takes_one_skipped_name_as_a_string():
+    model = quantize_model(tiny_gpt(), skip="lm_head")
+    assert not isinstance(model.lm_head, QuantizedLinear) and count_quantized(model) > 0
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied to the embedding
+    for skip in (3, [3], ("lm_head", None)):
+        with pytest.raises(TypeError, match="skip must be a module name or a sequence of module names"):
+            quantize_model(tiny_gpt(), skip=skip)
+
+
 def test_from_linear_rejects_other_modules_and_bad_inputs():
     with pytest.raises(ValueError, match="module must be an nn.Linear or a transformers Conv1D"):
         QuantizedLinear.from_linear(torch.nn.Embedding(4, 4))
     q = QuantizedLinear.from_linear(torch.nn.Linear(64, 8))
     with pytest.raises(ValueError, match="x must end in in_features=64"):
         q(torch.randn(2, 63))
+    for x in (torch.ones(2, 64, dtype=torch.long), torch.ones(64, dtype=torch.bool), torch.ones(64) * 1j):
+        with pytest.raises(TypeError, match=f"x must be a floating-point tensor .*, got {x.dtype}"):
+            q(x)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor .*, got list"):
+        q([1.0] * 64)
+    with pytest.raises(ValueError, match=r"x must end in in_features=64, got shape \(\)"):
+        q(torch.tensor(1.0))
     bad = torch.nn.Linear(64, 8)
     with torch.no_grad():
         bad.weight[0, 0] = float("nan")

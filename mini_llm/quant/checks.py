@@ -59,3 +59,22 @@ def check_scales(absmax: np.ndarray, offset: np.ndarray | None, name: str = "W")
                 f"(|x|, or with centering the block's midrange and spread, must stay below {FLOAT32_MAX:.4g}); "
                 f"scale {name} down first"
             )
+
+
+def check_module_names(names: object, name: str = "skip") -> tuple[str, ...]:
+    """One module name or a sequence of them, as a tuple of strings; a TypeError naming `name` otherwise."""
+    if isinstance(names, str):
+        return (names,)
+    if not isinstance(names, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{name} must be a module name or a sequence of module names (str), got {names!r}")
+    return tuple(names)
+
+
+def check_layer_input(x: object, in_features: int, name: str = "x") -> torch.Tensor:
+    """x as a real floating-point tensor of shape (..., in_features), or a TypeError/ValueError naming `name`."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {got}")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"{name} must end in in_features={in_features}, got shape {tuple(x.shape)}")
+    return x

@@ -18,7 +18,7 @@ from torch import nn
 from mini_llm import kernels
 from mini_llm.quant.accounting import tensor_bits
 from mini_llm.quant.blockwise import dequantize_reference, quantize
-from mini_llm.quant.checks import check_bits, check_blocksize
+from mini_llm.quant.checks import check_bits, check_blocksize, check_layer_input, check_module_names
 from mini_llm.quant.codebooks import CODEBOOKS, Codebook
 from mini_llm.quant.outliers import input_magnitudes, top_dims
 from mini_llm.quant.state import QuantState
@@ -154,8 +154,7 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in_features) -> (..., out_features) in x's dtype."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"x must end in in_features={self.in_features}, got shape {tuple(x.shape)}")
+        check_layer_input(x, self.in_features)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
         xq = x2 if self.outlier_dims is None else x2.index_fill(1, self.outlier_dims, 0.0)  # (M, K)
@@ -192,17 +191,18 @@ def quantize_model(
     outlier_fraction: float = 0.0,
     calibration: Iterable[object] | None = None,
     forward: Callable[[nn.Module, object], object] | None = None,
-    skip: Sequence[str] = ("lm_head",),
+    skip: str | Sequence[str] = ("lm_head",),
     backend: str = "auto",
 ) -> nn.Module:
     """Replace every nn.Linear / Conv1D of model (in place) by a QuantizedLinear and return the model.
 
-    skip: module names (or name suffixes) left in full precision; the LM head by default, whose weight is usually
-    tied to the embedding. With outlier_fraction > 0, each layer keeps that fraction of its input dimensions (those
-    with the largest mean |x| over the calibration batches, run as forward(model, batch)) in float16.
+    skip: a module name or several (names or name suffixes) left in full precision; the LM head by default, whose
+    weight is usually tied to the embedding. With outlier_fraction > 0, each layer keeps that fraction of its input
+    dimensions (those with the largest mean |x| over the calibration batches, run as forward(model, batch)) in float16.
     """
     check_bits(bits)
     check_blocksize(blocksize)
+    skip = check_module_names(skip, "skip")
     if not isinstance(codebook, Codebook) and codebook not in CODEBOOKS:
         raise ValueError(f"codebook must be one of {', '.join(CODEBOOKS)} or a Codebook, got {codebook!r}")
     if backend not in LINEAR_BACKENDS:
