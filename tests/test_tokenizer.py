@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,9 +67,32 @@ def test_save_load(tmp_path):
     (json.dumps({"format": "mini_llm.CharTokenizer", "version": 1, "chars": "ab"}), "no list of chars"),
     (json.dumps({"format": "mini_llm.CharTokenizer", "version": 1, "chars": ["a", "a"]}), "duplicates"),
     (json.dumps({"format": "mini_llm.CharTokenizer", "version": 1, "chars": ["ab"]}), "single characters"),
+    (json.dumps({"format": "mini_llm.CharTokenizer", "version": 1, "chars": [1, 2]}), "single characters, got 1"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ("", "not a CharTokenizer file"),
+    (b"\xff\xfe", "not a CharTokenizer file"),
+    (None, "it is a directory"),
 ])
-def test_corrupt_files_are_rejected(tmp_path, content, message):
+def test_corrupt_files_are_rejected_naming_the_file(tmp_path, content, message):
     path = tmp_path / "vocab.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(ValueError, match=message):
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as error:
         CharTokenizer.load(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_ids_and_texts_of_the_wrong_type_are_refused():
+    tok = CharTokenizer(list("abc"))
+    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+        tok.encode(b"abc")
+    with pytest.raises(TypeError, match="text must be a str, got list"):
+        tok.encode(["a", "b"])
+    for ids in ([1.9], ["1"], [True], [torch.tensor(1.0)]):
+        with pytest.raises(TypeError, match="ids must be integers"):
+            tok.decode(ids)
+    assert tok.decode([1, np.int64(2), torch.tensor(3)]) == tok.decode(torch.tensor([1, 2, 3])) == "abc"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from os import PathLike
-from pathlib import Path
 from typing import Literal
 
 from mini_llm.atomic import write_text_atomic
+from mini_llm.jsonfiles import read_json
 
 UNK_TOKEN = "<unk>"
 FILE_FORMAT = "mini_llm.CharTokenizer"
@@ -52,6 +53,8 @@ class CharTokenizer:
 
     def encode(self, text: str, on_unknown: Literal["unk", "error"] = "unk") -> list[int]:
         """Turn text into ids; unknown characters become ``unk_id`` or raise (on_unknown='error')."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__} (decode bytes first)")
         if on_unknown not in ON_UNKNOWN:
             raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
         if on_unknown == "error":
@@ -64,7 +67,7 @@ class CharTokenizer:
         """Turn ids back into text; ``unk_id`` becomes ``<unk>``."""
         pieces = []
         for i in ids:
-            i = int(i)
+            i = _token_id(i)
             if not 0 <= i < self.vocab_size:
                 raise ValueError(f"id {i} is outside the vocabulary [0, {self.vocab_size})")
             pieces.append(UNK_TOKEN if i == self.unk_id else self.chars[i - 1])
@@ -78,10 +81,7 @@ class CharTokenizer:
     @classmethod
     def load(cls, path: str | PathLike) -> CharTokenizer:
         """Read a vocabulary written by :meth:`save`; a corrupt file raises ValueError."""
-        try:
-            payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not a CharTokenizer file: {error}") from error
+        payload = read_json(path, "a CharTokenizer file")
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise ValueError(f"{path} is not a CharTokenizer file (missing format {FILE_FORMAT!r})")
         if payload.get("version") != FILE_VERSION:
@@ -89,10 +89,23 @@ class CharTokenizer:
         chars = payload.get("chars")
         if not isinstance(chars, list):
             raise ValueError(f"{path} has no list of chars")
-        return cls(chars)
+        try:
+            return cls(chars)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a CharTokenizer file: {error}") from error
 
     def __len__(self) -> int:
         return self.vocab_size
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+def _token_id(value: object) -> int:
+    """value as a token id (an int, a numpy integer or a one-element integer tensor); TypeError for floats, bools."""
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool"):
+        raise TypeError(f"ids must be integers, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError as error:
+        raise TypeError(f"ids must be integers, got {value!r}") from error
