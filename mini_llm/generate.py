@@ -36,7 +36,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V), (B, V)
     probs = torch.softmax(sorted_logits, dim=-1)  # (B, V)
     mass_before = probs.cumsum(dim=-1) - probs  # (B, V): probability of the tokens ranked above each one
-    remove_sorted = mass_before >= p  # (B, V); the first token has mass_before 0 < p and is always kept
+    remove_sorted = mass_before >= p  # (B, V)
+    remove_sorted[..., 0] = False  # the likeliest token stays, also for a p that rounds to 0 in the logits' dtype
     remove = remove_sorted.scatter(-1, order, remove_sorted)  # (B, V) back in vocabulary order
     return logits.masked_fill(remove, float("-inf"))  # (B, V)
 
@@ -49,7 +50,12 @@ def sample_next_token(
     greedy: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row of logits (B, V): the argmax if greedy, else a draw after temperature/top-k/top-p."""
+    """Pick one token per row of logits (B, V): the argmax if greedy, else a draw after temperature/top-k/top-p.
+
+    ValueError when a row holds NaN or +inf, or when nothing is left to draw from (every logit -inf, or a temperature
+    so small that logits / temperature overflows).
+    """
+    _check_logits(logits)
     if greedy:
         return torch.argmax(logits, dim=-1)  # (B,)
     logits = logits / temperature  # (B, V)
@@ -58,7 +64,20 @@ def sample_next_token(
     if top_p is not None and top_p < 1.0:
         logits = top_p_filter(logits, top_p)  # (B, V)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
+    if bool(torch.isnan(probs).any()):  # +inf or all -inf after the division: logits / temperature overflowed
+        raise ValueError(
+            f"temperature={temperature!r} is too small for these logits (logits / temperature overflows "
+            f"{logits.dtype}); use a larger temperature, or greedy decoding"
+        )
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    """ValueError when a row of logits (B, V) holds NaN or +inf, or only -inf: no token can be chosen from it."""
+    if bool(torch.isnan(logits).any() | torch.isposinf(logits).any()):
+        raise ValueError("logits must not hold NaN or +inf (the model produced non-finite scores)")
+    if bool(torch.isneginf(logits).all(dim=-1).any()):
+        raise ValueError("logits must leave at least one token per row (a row is -inf everywhere)")
 
 
 def _is_int(value: Any) -> bool:

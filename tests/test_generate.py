@@ -173,6 +173,29 @@ def test_bad_arguments_raise_value_error(model, prompt, kwargs, name):
         generate(model, **arguments)
 
 
+def test_non_finite_logits_are_refused_not_picked():
+    nan = torch.tensor([[0.0, float("nan"), 1.0]])
+    for greedy in (True, False):
+        with pytest.raises(ValueError, match="logits must not hold NaN or \\+inf"):
+            sample_next_token(nan, greedy=greedy)
+    with pytest.raises(ValueError, match="at least one token per row"):
+        sample_next_token(torch.full((2, 3), float("-inf")))
+    masked = torch.tensor([[float("-inf"), 0.0, float("-inf")]])  # -inf for some tokens is a mask, not an error
+    assert sample_next_token(masked, greedy=True).item() == 1 and sample_next_token(masked).item() == 1
+
+
+@pytest.mark.parametrize("logits", [torch.randn(2, 50), -torch.rand(2, 50) - 1])
+def test_a_temperature_that_overflows_the_logits_is_a_value_error(logits):
+    with pytest.raises(ValueError, match="temperature=1e-45 is too small for these logits"):
+        sample_next_token(logits, temperature=1e-45)
+
+
+def test_a_top_p_below_the_smallest_float32_keeps_the_likeliest_token():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    for p in (1e-300, 1e-46):
+        assert torch.equal(sample_next_token(logits, top_p=p), logits.argmax(dim=-1))
+
+
 def test_greedy_ignores_temperature(model, prompt):
     greedy = generate(model, prompt, 4, greedy=True)
     assert torch.equal(generate(model, prompt, 4, greedy=True, temperature=0.0), greedy)

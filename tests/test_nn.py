@@ -3,6 +3,7 @@
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -237,6 +238,28 @@ def test_gpt_config_rejects_bad_values():
         GPTConfig(attn_impl="flash")
     with pytest.raises(ValueError, match="dropout"):
         GPTConfig(dropout=1.5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        (dict(bias="no"), TypeError, "bias must be True or False, got 'no'"),
+        (dict(tie_weights=1), TypeError, "tie_weights must be True or False"),
+        (dict(layer_norm_epsilon=-1e-5), ValueError, "layer_norm_epsilon must be a finite number > 0"),
+        (dict(layer_norm_epsilon=float("nan")), ValueError, "layer_norm_epsilon must be a finite number > 0"),
+        (dict(layer_norm_epsilon="1e-5"), ValueError, "layer_norm_epsilon must be a finite number > 0"),
+        (dict(n_layer=2.0), TypeError, "n_layer must be an integer >= 1, got 2.0"),
+        (dict(n_layer="2"), TypeError, "n_layer must be an integer >= 1, got '2'"),
+        (dict(n_layer=True), TypeError, "n_layer must be an integer >= 1, got True"),
+        (dict(n_inner=2.5), TypeError, "n_inner must be None or an integer >= 1"),
+        (dict(dropout="0.1"), ValueError, "dropout must be a number in"),
+        (dict(vocab_size=0), ValueError, "vocab_size must be >= 1, got 0"),
+    ],
+)
+def test_gpt_config_checks_types(changes, error, message):
+    with pytest.raises(error, match=message):
+        GPTConfig(**changes)
+    assert GPTConfig(n_layer=np.int64(2), dropout=np.float64(0.1), layer_norm_epsilon=1).n_layer == 2  # numpy numbers
 
 
 def test_gpt_without_biases_trains_one_step():

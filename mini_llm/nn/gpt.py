@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -39,16 +40,32 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            _check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd must be divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
-        if self.n_inner is not None and self.n_inner < 1:
-            raise ValueError(f"n_inner must be None or >= 1, got {self.n_inner}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.n_inner is not None:
+            _check_positive_int("n_inner", self.n_inner, "None or ")
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not _is_real(self.layer_norm_epsilon) or not 0.0 < self.layer_norm_epsilon < math.inf:
+            raise ValueError(f"layer_norm_epsilon must be a finite number > 0, got {self.layer_norm_epsilon!r}")
+        for name in ("bias", "tie_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_activation(self.activation)
         check_attn_impl(self.attn_impl)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_positive_int(name: str, value: object, allowed: str = "") -> None:
+    """TypeError unless value is an integer (not a bool or float), ValueError unless it is >= 1."""
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {allowed}an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be {allowed}>= 1, got {value}")
 
 
 @dataclass
