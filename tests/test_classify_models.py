@@ -1,10 +1,13 @@
 """The classifiers of chapter 5: tokenizer, padded batches, MLM batches, fine-tuning, run directories, bad input."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mini_llm.classify import (
     FineTuneConfig,
@@ -104,6 +107,16 @@ def test_run_round_trip(runs, model, tmp_path):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
     predictor, _ = load_classifier(run_dir)  # the same predictions after loading again
     np.testing.assert_allclose(predictor.predict_proba(TEXTS), probabilities, atol=1e-6)
+
+
+def test_a_bert_hf_run_holding_a_pickle_is_refused(runs, tmp_path):
+    run_dir = Path(shutil.copytree(runs["bert-hf"][0], tmp_path / "run"))
+    model_dir = run_dir / "model"
+    torch.save(load_file(str(model_dir / "model.safetensors")), model_dir / "pytorch_model.bin")
+    (model_dir / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="incomplete or corrupt bert-hf run: .*model.safetensors") as error:
+        load_classifier(run_dir)
+    assert "\n" not in str(error.value)
 
 
 def test_neural_runs_keep_the_best_validation_step(runs):

@@ -336,7 +336,9 @@ def load_classifier(run_dir: str | os.PathLike) -> tuple[NaiveBayesPredictor | T
 
             with _quiet_transformers():
                 tokenizer = PreTrainedTokenizerFast.from_pretrained(run_dir / "tokenizer", local_files_only=True)
-                model = HFBertForSequenceClassification.from_pretrained(run_dir / "model", local_files_only=True)
+                model = HFBertForSequenceClassification.from_pretrained(  # safetensors only: never a pickle
+                    run_dir / "model", local_files_only=True, use_safetensors=True
+                )
             return TorchPredictor(model.eval(), HFEncoder(tokenizer, max_length)), info
         config = BertConfig(**json.loads((run_dir / "bert_config.json").read_text(encoding="utf-8")))
         model = BertForSequenceClassification(config)
