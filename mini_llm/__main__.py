@@ -2,6 +2,9 @@
 
 import sys
 
-from mini_llm.cli import main
+try:
+    from mini_llm.cli import main
+except KeyboardInterrupt:  # Ctrl-C before the command line could start: no traceback
+    sys.exit(130)
 
 sys.exit(main())

@@ -11,15 +11,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; it replaces ``path`` only if the block ends without error."""
+    """A temporary path beside ``path`` to write to; it replaces ``path`` only if the block ends without error.
+
+    A write that fails (disk full, file size limit), through safetensors or not, comes out as an OSError naming
+    ``path``.
+    """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
         yield partial
         os.replace(partial, path)
+    except SafetensorError as error:
+        raise OSError(f"could not write {path}: {error}") from error
+    except OSError as error:
+        if error.filename is None:  # a failed write (EFBIG, ENOSPC) names no file by itself
+            raise OSError(error.errno, f"could not write {path}: {error.strerror or error}") from error
+        raise
     finally:
         partial.unlink(missing_ok=True)
 

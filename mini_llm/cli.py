@@ -17,6 +17,10 @@ from pathlib import Path
 PROG = "mini-llm"
 EXIT_USAGE = 2  # argparse's status for bad arguments; used for every user error
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_FAILURE = 1  # a failure while running (disk full, out of memory), not a usage error
+MAX_STEPS = 1_000_000  # --max-steps: weeks of training for the presets on a CPU; more is a typo
+MAX_NEW_TOKENS = 100_000  # --max-new-tokens / --new-chars: minutes of decoding; more is a typo
+MAX_THREADS = 1024  # --threads
 
 
 def _number(text: str, kind: Callable[[str], float], allowed: str, ok: Callable[[float], bool]) -> float:
@@ -33,6 +37,20 @@ def _number(text: str, kind: Callable[[str], float], allowed: str, ok: Callable[
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     return int(_number(text, int, "an integer >= 1", lambda v: v >= 1))
+
+
+def bounded_int(maximum: int) -> Callable[[str], int]:
+    """An argparse type for an integer in 1..maximum."""
+
+    def read(text: str) -> int:
+        return int(_number(text, int, f"an integer >= 1 and at most {maximum:_}", lambda v: 1 <= v <= maximum))
+
+    return read
+
+
+def thread_count(text: str) -> int:
+    """A number of torch threads: an integer in 1..MAX_THREADS."""
+    return bounded_int(MAX_THREADS)(text)
 
 
 def seed_value(text: str) -> int:
@@ -168,7 +186,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--preset", type=preset_name, default="tiny", help=f"model size and recipe ({_preset_help()})")
     train.add_argument("--out", type=Path, default=None, help="run directory to write (default: runs/<preset>)")
-    train.add_argument("--max-steps", type=positive_int, default=None, help="steps to train (default: the preset's)")
+    train.add_argument("--max-steps", type=bounded_int(MAX_STEPS), default=None,
+                       help=f"steps to train, at most {MAX_STEPS:_} (default: the preset's)")
     train.add_argument("--seed", type=seed_value, default=None, help="initial weights and batches (default 0)")
     train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -186,7 +205,8 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     )
     gen.add_argument("--checkpoint", type=Path, required=True, help="run directory written by `mini-llm train`")
     gen.add_argument("--prompt", type=non_empty, required=True, help="text to continue (characters of the corpus)")
-    gen.add_argument("--max-new-tokens", type=positive_int, default=100, help="characters to add (default 100)")
+    gen.add_argument("--max-new-tokens", type=bounded_int(MAX_NEW_TOKENS), default=100,
+                     help=f"characters to add, at most {MAX_NEW_TOKENS:_} (default 100)")
     gen.add_argument("--temperature", type=positive_float, default=0.8, help="> 0; lower is safer (default 0.8)")
     gen.add_argument("--top-k", type=positive_int, default=None, help="sample from the k likeliest (default: all)")
     gen.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass in (0, 1] (default 1)")
@@ -206,9 +226,10 @@ def _add_decoding(commands: argparse._SubParsersAction) -> None:
     decoding.add_argument("--out", type=Path, required=True, help="JSON file to write")
     decoding.add_argument("--prompts", type=positive_int, default=100, help="held-out prompts (default 100)")
     decoding.add_argument("--prompt-chars", type=positive_int, default=16, help="characters per prompt (default 16)")
-    decoding.add_argument("--new-chars", type=positive_int, default=100, help="characters to add (default 100)")
+    decoding.add_argument("--new-chars", type=bounded_int(MAX_NEW_TOKENS), default=100,
+                          help=f"characters to add, at most {MAX_NEW_TOKENS:_} (default 100)")
     decoding.add_argument("--seed", type=seed_value, default=0, help="prompts and sampling (default 0)")
-    decoding.add_argument("--threads", type=positive_int, default=1,
+    decoding.add_argument("--threads", type=thread_count, default=1,
                           help="torch threads (default 1; the sampled texts depend on it)")
 
 
@@ -233,7 +254,7 @@ def _add_zoo(commands: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train the zoo (resumes; finished models are skipped)",
                                description="Train the zoo's models into the cache; run it again to resume.")
     _add_zoo_selection(train)
-    train.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    train.add_argument("--threads", type=thread_count, default=None, help="torch threads (default: torch's)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     listing = actions.add_parser("list", help="the plan: sizes, parameters, tokens, estimated time, status",
                                  description="Print the zoo plan and what is in the cache.")
@@ -265,7 +286,8 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
                        help="held-out windows of context length (default 64)")
     sweep.add_argument("--outlier-fraction", type=probability, default=None,
                        help="share of input dimensions kept in 16 bit with outliers (default 0.02)")
-    sweep.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: every core)")
+    sweep.add_argument("--threads", type=thread_count, default=None,
+                       help="torch threads (default: every core)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -319,7 +341,7 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
                                  "(default: $MINI_LLM_CACHE, else ~/.cache/mini_llm)")
         parser.add_argument("--checkpoint", type=Path, default=None,
                             help="run directory (default: the one in the cache for --model, --preset and --seed)")
-        parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+        parser.add_argument("--threads", type=thread_count, default=None, help="torch threads (default: torch's)")
         if action == "train":
             parser.add_argument("--overwrite", action="store_true", help="replace a run already in the directory")
             parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -337,7 +359,7 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--ratios", type=comma_list(_imbalance_ratio, "--ratios"), default=[4.0, 19.0],
                        help="majority:minority ratios, comma-separated, each >= 1 (default 4,19)")
     sweep.add_argument("--seed", type=seed_value, default=0, help="subsampling, shuffling, weights (default 0)")
-    sweep.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    sweep.add_argument("--threads", type=thread_count, default=None, help="torch threads (default: torch's)")
     sweep.add_argument("--out", type=Path, required=True, help="JSON file, e.g. results/classify_imbalance.json")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -480,10 +502,13 @@ def run_generate(args: argparse.Namespace) -> int:
         listed = " ".join(repr(char) for char in unknown)
         return _error("generate", f"argument --prompt: characters outside the vocabulary of {args.checkpoint}: "
                                   f"{listed}; use characters that occur in the training text")
-    text = generate_text(
-        model, tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, greedy=args.greedy, use_cache=not args.no_cache, seed=args.seed,
-    )
+    try:
+        text = generate_text(
+            model, tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p, greedy=args.greedy, use_cache=not args.no_cache, seed=args.seed,
+        )
+    except ValueError as error:  # e.g. a temperature so small that logits / temperature overflows
+        return _error("generate", str(error))
     print(text)
     return 0
 
@@ -580,12 +605,32 @@ def run_decoding(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: sys.argv[1:]); return the exit status."""
-    parser = build_parser()
+    """Run the command line ``argv`` (default: sys.argv[1:]); return the exit status.
+
+    Ctrl-C at any moment (also while torch is being imported) gives status 130 without a traceback; a failure that
+    is no bug of mini_llm (a full disk, a file size limit, too little memory) prints one line and gives status 1.
+    """
+    command = "COMMAND"
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version, or a bad argument (argparse has printed the message)
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help, --version, or a bad argument (argparse has printed the message)
+            return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        command = args.command
+        return _dispatch(args, argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if not _expected_failure(error):
+            raise
+        print(f"{PROG} {command}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Run the parsed command."""
     if args.command == "train":
         return run_train(args)
     if args.command == "zoo":
@@ -596,10 +641,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_classify(args, argv)
     if args.command == "decoding":
         return run_decoding(args)
-    try:
-        return run_generate(args)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return run_generate(args)
+
+
+def _expected_failure(error: BaseException) -> bool:
+    """Whether an exception is a failure a user can meet without a bug: a bad file or value, a full or limited
+    disk (also through safetensors), too little memory."""
+    if isinstance(error, (OSError, ValueError, MemoryError)):
+        return True
+    name = type(error).__name__
+    return name in ("SafetensorError", "OutOfMemoryError") or "can't allocate memory" in str(error)
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of an exception on one line (at most 500 characters)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 if __name__ == "__main__":

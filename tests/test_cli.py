@@ -3,8 +3,10 @@
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,25 @@ BAD_ARGUMENTS = {
         ["decoding", "--checkpoint", "{missing}", "--out", "{missing}.json"],
         ["decoding", "{missing}", "does not exist"],
     ),
+    "temperature that overflows the logits": (
+        [*GENERATE, "--temperature", "1e-45"], ["generate", "temperature=1e-45 is too small for these logits"]
+    ),
+    "max-new-tokens beyond the maximum": (
+        [*GENERATE, "--max-new-tokens", "1" + "0" * 21], ["--max-new-tokens", "an integer >= 1 and at most 100_000"]
+    ),
+    "max-steps beyond the maximum": (
+        ["train", "--max-steps", "9" * 23], ["--max-steps", "an integer >= 1 and at most 1_000_000"]
+    ),
+    "new-chars beyond the maximum": (
+        ["decoding", "--checkpoint", "{run}", "--out", "{missing}.json", "--new-chars", "1" + "0" * 21],
+        ["--new-chars", "an integer >= 1 and at most 100_000"],
+    ),
+    "threads beyond the maximum": (
+        ["decoding", "--checkpoint", "{run}", "--out", "{missing}.json", "--threads", "9" * 20],
+        ["--threads", "an integer >= 1 and at most 1_024"],
+    ),
+    "meta device for train": (["train", "--device", "meta"], ["device 'meta' holds shapes but no data", "'cpu'"]),
+    "meta device for generate": ([*GENERATE, "--device", "meta"], ["device 'meta' holds shapes but no data"]),
     "decoding with too many prompts": (
         ["decoding", "--checkpoint", "{run}", "--out", "{missing}.json", "--prompts", "100000"],
         ["n_prompts=100000 exceeds"],
@@ -258,6 +279,48 @@ def test_bad_arguments_exit_2_with_a_message(case, run_dir, tmp_path, capsys):
         assert text.format(**names) in captured.err, (text, captured.err)
     if "unknown characters" in case:
         assert "'中'" not in captured.err  # only the unknown characters are listed
+
+
+def test_a_top_p_below_the_smallest_float32_decodes_greedily(run_dir, capsys):
+    assert main([*GENERATE[:2], str(run_dir[0]), *GENERATE[3:], "--greedy", "--max-new-tokens", "8"]) == 0
+    greedy = capsys.readouterr().out
+    assert main([*GENERATE[:2], str(run_dir[0]), *GENERATE[3:], "--top-p", "1e-300", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out == greedy
+
+
+def test_resume_with_fewer_steps_than_trained_says_so(run_copy, capsys):
+    argv = ["train", "--preset", "tiny", "--out", str(run_copy), "--resume", "--max-steps", "1", "--no-progress"]
+    before = {path.name: path.read_bytes() for path in run_copy.iterdir()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "max_steps (--max-steps) is 1 but the run in" in err and "already trained 20 steps" in err
+    assert "until must be" not in err and len(err.strip().splitlines()) == 1
+    assert {path.name: path.read_bytes() for path in run_copy.iterdir()} == before
+
+
+def test_a_file_size_limit_is_one_line_and_keeps_no_partial_file(tmp_path, monkeypatch, capsys):
+    resource = pytest.importorskip("resource")
+    monkeypatch.setitem(charlm.PRESETS, "micro", MICRO)
+    out = tmp_path / "run"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # the tokenizer fits, the checkpoint does not
+    try:
+        code = main(["train", "--preset", "micro", "--out", str(out), "--no-progress"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"could not write {out / 'checkpoint.safetensors'}" in err and "File too large" in err
+    assert not list(out.glob("*.partial"))
+
+
+def test_ctrl_c_while_the_command_imports_torch_gives_130_without_a_traceback(run_dir):
+    argv = [sys.executable, "-m", "mini_llm", "generate", "--checkpoint", str(run_dir[0]), "--prompt", "中"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # importing torch and transformers takes seconds
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err
 
 
 def test_help_and_version_return_0(capsys):
@@ -309,12 +372,40 @@ def test_load_char_gpt_rejects_a_corrupt_checkpoint(run_copy, damage, capsys):
 
 
 @pytest.mark.parametrize(
-    "name, text", [("config.json", "{not json"), ("config.json", '{"format": "other"}'), ("tokenizer.json", "[]")]
+    "name, text",
+    [
+        ("config.json", "{not json"), ("config.json", '{"format": "other"}'), ("tokenizer.json", "[]"),
+        ("config.json", "[" * 100000 + "]" * 100000), ("tokenizer.json", "[" * 100000 + "]" * 100000),
+        ("tokenizer.json", '{"format": "mini_llm.CharTokenizer", "version": 1, "chars": [1, 2]}'),
+    ],
 )
 def test_load_char_gpt_rejects_corrupt_json(run_copy, name, text):
     (run_copy / name).write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=name):
         load_char_gpt(run_copy)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(n_layer=2.0), "n_layer must be an integer >= 1, got 2.0"),
+        (dict(n_layer="2"), "n_layer must be an integer >= 1, got '2'"),
+        (dict(bias="no"), "bias must be True or False"),
+        (dict(layer_norm_epsilon=-1), "layer_norm_epsilon must be a finite number > 0"),
+        (dict(n_embd=2**40), "asks for 2.9e\\+25 parameters, more than the 1e\\+09"),
+        (dict(block_size=2**40), "asks for 7.04e\\+13 parameters"),
+        (dict(size=3), "'model' must hold GPTConfig fields"),
+    ],
+)
+def test_a_run_config_with_wrong_types_or_sizes_is_one_line(run_copy, changes, message, capsys):
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    config["model"].update(changes)
+    (run_copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_char_gpt(run_copy)
+    assert main(["generate", "--checkpoint", str(run_copy), "--prompt", "中"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_load_char_gpt_rejects_a_wrong_model_config(run_copy):

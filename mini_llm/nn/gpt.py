@@ -55,6 +55,16 @@ class GPTConfig:
         check_activation(self.activation)
         check_attn_impl(self.attn_impl)
 
+    def param_count(self) -> int:
+        """Number of parameters GPT(config) will have (shared tensors once), computed without building it."""
+        C, V, T = self.n_embd, self.vocab_size, self.block_size
+        hidden = 4 * C if self.n_inner is None else self.n_inner
+        b = int(self.bias)
+        block = 2 * (C + b * C) + (3 * C * C + b * 3 * C) + (C * C + b * C) + (C * hidden + b * hidden)
+        block += hidden * C + b * C
+        head = 0 if self.tie_weights else V * C
+        return V * C + T * C + self.n_layer * block + (C + b * C) + head
+
 
 def _is_real(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
