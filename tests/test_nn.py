@@ -240,6 +240,12 @@ def test_gpt_config_rejects_bad_values():
         GPTConfig(dropout=1.5)
 
 
+def test_param_count_is_what_the_model_has_without_building_it():
+    for changes in ({}, dict(bias=False, tie_weights=False, n_inner=40)):
+        config = GPTConfig(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32, **changes)
+        assert config.param_count() == GPT(config).num_params(non_embedding=False)
+
+
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
