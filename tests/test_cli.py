@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The tiny preset trained for 20 steps through the command line; (directory, what it printed)."""
     out = tmp_path_factory.mktemp("tiny")
-    argv = ["train", "--preset", "tiny", "--out", str(out), "--max-steps", "20", "--no-progress"]
+    argv = ["train", "--preset", "tiny", "--run-dir", str(out), "--max-steps", "20", "--no-progress"]
     code, stdout, stderr = run_main(argv)
     assert code == 0, stderr
     return out, stdout
@@ -94,7 +94,8 @@ def test_prepare_data_splits_paragraphs_as_the_chapter_1_notebook():
 def test_train_refuses_to_overwrite_a_run(run_dir):
     out, _ = run_dir
     before = (out / "checkpoint.safetensors").stat().st_mtime_ns
-    code, _, stderr = run_main(["train", "--preset", "tiny", "--out", str(out), "--max-steps", "20", "--no-progress"])
+    argv = ["train", "--preset", "tiny", "--run-dir", str(out), "--max-steps", "20", "--no-progress"]
+    code, _, stderr = run_main(argv)
     assert code == 2
     assert "--resume" in stderr and "--overwrite" in stderr
     assert (out / "checkpoint.safetensors").stat().st_mtime_ns == before
@@ -123,10 +124,10 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return original_step(self)
 
-    argv = ["train", "--preset", "micro", "--out", str(tmp_path / "parts"), "--no-progress"]
+    argv = ["train", "--preset", "micro", "--run-dir", str(tmp_path / "parts"), "--no-progress"]
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_6)
     assert main(argv) == 130
-    assert "--resume" in capsys.readouterr().err
+    assert f"--run-dir {tmp_path / 'parts'} --resume" in capsys.readouterr().err
     monkeypatch.setattr(Trainer, "train_step", original_step)
     assert main(argv + ["--resume"]) == 0  # continues from the checkpoint of step 4
 
@@ -147,9 +148,17 @@ def test_resume_with_more_steps_trains_on_at_the_final_learning_rate(tmp_path, m
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
-    assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--no-progress"]) == 2
+    assert main(["train", "--run-dir", str(tmp_path / "none"), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "checkpoint.safetensors" in err
+
+
+def test_the_old_out_spelling_of_the_run_directory_still_works_with_a_warning(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--no-progress"]) == 2
+    warning, error = capsys.readouterr().err.strip().splitlines()
+    assert warning == ("mini-llm train: warning: --out for the run directory is deprecated and will be removed in "
+                       "the next release; use --run-dir")
+    assert error.startswith("mini-llm train: error: ") and str(tmp_path / "old") in error  # the value was used
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -289,7 +298,7 @@ def test_a_top_p_below_the_smallest_float32_decodes_greedily(run_dir, capsys):
 
 
 def test_resume_with_fewer_steps_than_trained_says_so(run_copy, capsys):
-    argv = ["train", "--preset", "tiny", "--out", str(run_copy), "--resume", "--max-steps", "1", "--no-progress"]
+    argv = ["train", "--preset", "tiny", "--run-dir", str(run_copy), "--resume", "--max-steps", "1", "--no-progress"]
     before = {path.name: path.read_bytes() for path in run_copy.iterdir()}
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -305,11 +314,12 @@ def test_a_file_size_limit_is_one_line_and_keeps_no_partial_file(tmp_path, monke
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # the tokenizer fits, the checkpoint does not
     try:
-        code = main(["train", "--preset", "micro", "--out", str(out), "--no-progress"])
+        code = main(["train", "--preset", "micro", "--run-dir", str(out), "--no-progress"])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     err = capsys.readouterr().err
-    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert code == 1  # a failure while running, not a usage error
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"could not write {out / 'checkpoint.safetensors'}" in err and "File too large" in err
     assert not list(out.glob("*.partial"))
 
@@ -369,8 +379,9 @@ def test_load_char_gpt_rejects_a_corrupt_checkpoint(run_copy, damage, capsys):
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     if damage == "nan":  # resuming refuses the damaged checkpoint and leaves it as it was
-        assert main(["train", "--preset", "tiny", "--out", str(run_copy), "--resume", "--max-steps", "3"]) == 2
-        assert "NaN/Inf" in capsys.readouterr().err
+        assert main(["train", "--preset", "tiny", "--run-dir", str(run_copy), "--resume", "--max-steps", "3"]) == 2
+        err = capsys.readouterr().err  # the checksum of issue 17 catches the damage before the NaN/Inf check does
+        assert "NaN/Inf" in err or "do not match the SHA-256 recorded" in err
         assert path.read_bytes() == nan
 
 
@@ -466,7 +477,7 @@ def test_an_interrupted_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch, c
             raise KeyboardInterrupt
         return original_step(self)
 
-    argv = ["train", "--preset", "micro", "--out", str(out), "--overwrite", "--no-progress"]
+    argv = ["train", "--preset", "micro", "--run-dir", str(out), "--overwrite", "--no-progress"]
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_6)
     assert main(argv) == 130
     assert "still holds the earlier run, unchanged" in capsys.readouterr().err
