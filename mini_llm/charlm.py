@@ -11,6 +11,8 @@ and, when ``keep_steps`` asks for them, ``weights_step<NNNNNN>.safetensors``: th
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
 import math
 import os
@@ -23,24 +25,22 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
 
 from mini_llm import __version__
-from mini_llm.atomic import atomic_path, write_text_atomic
+from mini_llm.atomic import atomic_path, read_safetensors, write_safetensors, write_text_atomic
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
-from mini_llm.jsonfiles import read_format_json
+from mini_llm.jsonfiles import read_format_json, read_text
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.train import (
     BatchFn,
     TokenBatches,
     Trainer,
     TrainerConfig,
-    check_finite,
     load_model_weights,
     next_token_loss,
 )
+from mini_llm.train.checkpoint import load_unique_tensors, unique_tensors
 
 KEPT_WEIGHTS = "weights_step{step:06d}.safetensors"  # weight snapshots kept at intermediate steps
 
@@ -229,13 +229,39 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
-    """Read a history.csv back: numbers, and None for empty evaluation cells."""
-    with Path(path).open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    return [
-        {key: None if value == "" else (int(value) if key == "step" else float(value)) for key, value in row.items()}
-        for row in rows
-    ]
+    """Read a history.csv back: numbers, and None for empty evaluation cells; ValueError naming the file when it is
+    damaged (other columns, a row with missing or extra cells, a cell that is not a finite number, no steps)."""
+    path = Path(path)
+    rows = list(csv.reader(io.StringIO(read_text(path, "a training history"), newline="")))
+    if not rows or tuple(rows[0]) != HISTORY_COLUMNS:
+        raise ValueError(f"{path} is not a training history: the header must be {','.join(HISTORY_COLUMNS)}")
+    if len(rows) < 2:
+        raise ValueError(f"{path} holds no steps: the file is damaged (train again or restore it)")
+    history = [_history_row(path, line, row) for line, row in enumerate(rows[1:], 2)]
+    steps = [row["step"] for row in history]
+    if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+        raise ValueError(f"{path}: the steps must increase from row to row")
+    return history
+
+
+def _history_row(path: Path, line: int, row: list[str]) -> dict[str, float | int | None]:
+    """One row of history.csv as numbers (None for an empty evaluation cell); ValueError naming file and line."""
+    if len(row) != len(HISTORY_COLUMNS):
+        raise ValueError(f"{path}, line {line}: {len(row)} cells, the header has {len(HISTORY_COLUMNS)}")
+    record: dict[str, float | int | None] = {}
+    for key, text in zip(HISTORY_COLUMNS, row, strict=True):
+        try:
+            if text == "" and key.startswith("eval_"):
+                record[key] = None
+            elif key == "step":
+                record[key] = int(text) if text.isascii() and text.isdigit() else int("x")
+            else:
+                record[key] = float(text)
+                if not math.isfinite(record[key]):
+                    raise ValueError
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: column {key!r} cannot be {text[:40]!r}") from None
+    return record
 
 
 def _run_config(preset_name: str, model_config: GPTConfig, trainer_config: TrainerConfig, data: CharData) -> dict:
@@ -401,27 +427,22 @@ def _swap_in(new: Path, out: Path) -> None:
 
 def save_weights(model: GPT, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
     """Write the model's weights alone (tied tensors once) to a safetensors file, atomically, with JSON ``info``."""
-    path = Path(path)
     metadata = {"mini_llm": json.dumps({"format": "mini_llm.charlm.weights/1", "model": asdict(model.config)}
                                        | (info or {}))}
-    with atomic_path(path) as partial:
-        save_model(model, str(partial), metadata=metadata)
-    return path
+    return write_safetensors(path, unique_tensors(model), metadata)
 
 
 def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """The model (eval mode) and the JSON info of a file written by ``save_weights``; ValueError if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    what = "a weights file written by mini_llm.charlm.save_weights"
+    tensors, metadata = read_safetensors(path, what)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            info = json.loads((file.metadata() or {})["mini_llm"])
+        info = json.loads(metadata["mini_llm"])
         model = GPT(gpt_config_from_dict(info["model"], path))
-        load_model(model, str(path))
-    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{path} is not a weights file written by mini_llm.charlm.save_weights: {error}") from error
-    check_finite(model.state_dict(), str(path))
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{path} is not {what}: {error}") from error
+    load_unique_tensors(model, tensors, path)
     return model.to(check_device(device)).eval(), info
 
 
@@ -448,7 +469,7 @@ def _summary(trainer: Trainer, seconds: float, device: torch.device) -> dict[str
 
 def _missing(path: Path, run_dir: Path) -> FileNotFoundError:
     """The error for a run directory, or a file of one, that is not there."""
-    return FileNotFoundError(f"{path} does not exist; train a model first with `mini-llm train --out {run_dir}`")
+    return FileNotFoundError(f"{path} does not exist; train a model first with `mini-llm train --run-dir {run_dir}`")
 
 
 def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any]:

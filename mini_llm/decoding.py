@@ -20,11 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from mini_llm.atomic import write_text_atomic
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generate import generate
-from mini_llm.jsonfiles import read_format_json
+from mini_llm.jsonfiles import Schema, check_schema, read_format_json
 
 RESULT_FORMAT = "mini_llm.decoding/1"
+# What a result written by write_result holds (see mini_llm.jsonfiles.check_schema).
+RESULT_SCHEMA: Schema = {
+    "settings": {"n_prompts": int, "prompt_chars": int, "new_chars": int, "seed": int, "prompt_lengths": [int],
+                 "prompt_strategy": str, "torch_threads": int},
+    "prompts": [str], "references": [str], "reference_log_probs": [float], "seconds": float,
+    "runs": [{"strategy": {"name": str}, "prompt_chars": int, "continuations": [str], "log_probs": [float]}],
+}
 HELDOUT_FRACTION = 0.1  # prompts come from the last 10% of the paragraphs, as the validation split of charlm
 
 
@@ -182,14 +190,17 @@ def write_result(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write an evaluate_decoding result as JSON (UTF-8, one run per strategy)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out, json.dumps(result, ensure_ascii=False, indent=1) + "\n")
     return out
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:
     """A result written by write_result; ValueError if the file is not one."""
     result = read_format_json(path, RESULT_FORMAT, "a decoding result")
+    check_schema(result, RESULT_SCHEMA, path)
     n = len(result["prompts"])
+    if len(result["references"]) != n or len(result["reference_log_probs"]) != n:
+        raise ValueError(f"{path}: references and reference_log_probs must have one entry per prompt ({n})")
     for run in result["runs"]:
         if len(run["continuations"]) != n or len(run["log_probs"]) != n:
             raise ValueError(f"{path}: run {run['strategy'].get('name')!r} does not have one text per prompt")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from mini_llm import kernels
 from mini_llm.kernels import reference
-from mini_llm.quant import QuantState, quantize
+from mini_llm.quant import QuantizedLinear, QuantState, dequantize, quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,3 +161,135 @@ def test_x_must_be_real_and_not_empty():
         kernels.gemv(packed, state, torch.randn(0, 64))
     with pytest.raises(ValueError, match="dtype must be float16, bfloat16, float32 or float64, got torch.int8"):
         kernels.dequantize(packed, state, torch.int8)
+
+
+QUANT_MUTATIONS = st.one_of(
+    MUTATIONS,
+    st.tuples(st.just("dtype"), st.sampled_from([torch.float16, torch.bfloat16, torch.float64, torch.int8, "float32"])),
+    st.tuples(st.just("codebook"), st.sampled_from(["nf3", "quantile4", "", None, 4])),
+    st.tuples(st.just("values"), st.sampled_from(["absmax_nan", "absmax_inf", "absmax_negative", "code_nan",
+                                                  "code_unsorted", "offset_inf"])),
+    st.tuples(st.just("x_values"), st.sampled_from(["nan", "inf", "zero_rows", "huge", "3d_batch", "0d"])),
+)
+
+
+def mutate_quant(packed: torch.Tensor, state: QuantState, x: torch.Tensor, field: str, how: object):
+    """(packed, state, x) with one field changed: the kernel mutations plus the state's dtype, codebook and values."""
+    replace = dataclasses.replace
+    if field == "dtype":
+        return packed, replace(state, dtype=how), x
+    if field == "codebook":
+        return packed, replace(state, codebook=how), x
+    if field == "values":
+        tensor_name, change = how.split("_")
+        t = getattr(state, tensor_name)
+        if t is None:
+            return packed, state, x
+        t = t.clone()
+        if change == "unsorted":
+            t = t.flip(0).contiguous()
+        else:
+            t[0] = {"nan": float("nan"), "inf": float("inf"), "negative": -1.0}[change]
+        return packed, replace(state, **{tensor_name: t}), x
+    if field == "x_values":
+        x = x.clone()
+        if how in ("nan", "inf"):
+            x[0] = float(how)
+        elif how == "huge":
+            x = x * 1e30
+        shaped = {"zero_rows": x.new_zeros(0, x.shape[-1]), "3d_batch": x.reshape(1, 1, -1).expand(2, 3, -1),
+                  "0d": x[0]}
+        return packed, state, shaped.get(how, x)
+    return mutate(packed, state, x, field, how)
+
+
+def reference_values(packed: torch.Tensor, state: QuantState) -> np.ndarray:
+    """The float64 values (state.shape) of packed under state; asserts that they describe one tensor."""
+    numel = int(np.prod(state.shape))
+    blocksize = numel if state.blocksize is None else state.blocksize
+    assert packed.numel() == reference.packed_nbytes(numel, state.bits) and state.code.shape == (2**state.bits,)
+    assert state.absmax.shape == (reference.n_blocks(numel, blocksize),)
+    codes = reference.unpack_reference(packed.numpy(), state.bits, numel)
+    offset = None if state.offset is None else state.offset.double().numpy()
+    flat = reference.dequantize_reference(codes, state.code.double().numpy(), state.absmax.double().numpy(), offset,
+                                          blocksize)
+    return flat.reshape(state.shape)
+
+
+def reference_layer(packed: torch.Tensor, state: QuantState, x: torch.Tensor) -> np.ndarray:
+    """The float64 answer of x @ W^T (W as packed and state describe it), for x (..., K); asserts they describe one."""
+    n_rows, n_cols = state.shape
+    assert x.ndim >= 1 and x.shape[-1] == n_cols and x.is_floating_point()
+    x2 = x.reshape(-1, n_cols) if x.numel() else np.zeros((0, n_cols))
+    y = expected_gemv(packed, state, torch.as_tensor(np.asarray(x2, dtype=np.float64)))
+    return np.asarray(y).reshape(*x.shape[:-1], n_rows)
+
+
+@settings(max_examples=int(os.environ.get("QUANT_FUZZ_EXAMPLES", 150)), deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(
+    bits=st.integers(2, 8),
+    n_rows=st.integers(1, 6),
+    n_cols=st.sampled_from([32, 96]),
+    blocksize=st.sampled_from([32, 64, None]),
+    centered=st.booleans(),
+    backend=st.sampled_from(["auto", "portable", "reference"]),
+    grad=st.booleans(),
+    mutation=QUANT_MUTATIONS,
+)
+def fuzz_quant_entry_points(bits, n_rows, n_cols, blocksize, centered, backend, grad, mutation):
+    """One hostile call to mini_llm.quant.dequantize and QuantizedLinear.forward (run in a child process below)."""
+    W = torch.from_numpy(np.random.default_rng(n_rows * n_cols + bits).standard_normal((n_rows, n_cols))).float()
+    packed, state = quantize(W, bits, "nf", blocksize, centered=centered)
+    layer = QuantizedLinear(packed, state, backend=backend)
+    packed, state, x = mutate_quant(packed, state, torch.randn(n_cols), *mutation)
+    try:
+        values = dequantize(packed, state)
+    except (ValueError, TypeError) as error:
+        assert mutation[0] not in ("none", "x", "x_values"), error
+        assert any(name in str(error) for name in ("packed", "state", "x", "bits", "blocksize", "dtype")), error
+    else:  # accepted: the float64 reference's values (an AssertionError there: a silent answer to a bad state)
+        expected = reference_values(packed, state)
+        assert values.dtype == state.dtype and tuple(values.shape) == tuple(state.shape)
+        assert np.isfinite(values.double().numpy()).all() or not np.isfinite(expected).all()
+        tolerance = 1e-6 if state.dtype in (torch.float32, torch.float64) else 1e-2
+        assert_matches(values.double().numpy(), expected, tolerance)
+    for name in ("packed", "code", "absmax", "offset"):  # the layer's buffers replaced by the mutated ones
+        setattr(layer, name, packed if name == "packed" else getattr(state, name))
+    layer.bits, layer.blocksize, layer.codebook, layer.weight_dtype = state.bits, state.blocksize, state.codebook, \
+        state.dtype
+    if isinstance(state.shape, tuple) and len(state.shape) == 2:
+        layer.out_features, layer.in_features = state.shape
+    else:
+        layer.out_features, layer.in_features = (None, None)
+    try:
+        with torch.set_grad_enabled(grad):
+            y = layer(x)
+    except (ValueError, TypeError) as error:
+        assert mutation[0] != "none" and mutation != ("x_values", "huge"), error
+        assert any(name in str(error) for name in ("packed", "state", "x", "bits", "blocksize", "in_features")), error
+        return
+    expected = reference_layer(packed, state, x.double())
+    got = y.double().detach().numpy()
+    if bool(torch.isfinite(x).all()) and np.isfinite(expected).all():
+        assert np.isfinite(got).all(), f"NaN/Inf for finite input under {mutation}"
+    half = (torch.float16, torch.bfloat16)
+    tolerance = 1e-2 if x.dtype in half or state.dtype in half else 1e-4
+    assert_matches(got, expected, tolerance)
+
+
+def assert_matches(got: np.ndarray, expected: np.ndarray, tolerance: float) -> None:
+    """got equals expected within tolerance (relative to its largest finite value) where expected is finite, and is
+    NaN or Inf where expected is (Inf - Inf may come out as NaN in another order of summation)."""
+    finite = np.isfinite(expected)
+    assert got.shape == expected.shape and np.array_equal(np.isfinite(got), finite), (got, expected)
+    scale = 1.0 + float(np.abs(expected[finite]).max(initial=0.0))
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=tolerance, atol=tolerance * scale)
+
+
+def test_fuzzed_quant_calls_never_crash_the_process():
+    """mini_llm.quant.dequantize and QuantizedLinear.forward under the mutations above, in a child process."""
+    code = "import sys; sys.path.insert(0, 'tests'); import test_kernel_robustness as t; t.fuzz_quant_entry_points()"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, f"exit {done.returncode} (negative: killed by a signal)\n{done.stderr[-4000:]}"

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+from mini_llm.atomic import DIGEST_KEY, tensors_digest
 from mini_llm.kernels import reference
 from mini_llm.quant import (
     QuantState,
@@ -115,6 +116,8 @@ def corrupt(tmp_path, tensors_edit=None, meta_edit=None, centered=False):
         tensors_edit(tensors)
     if meta_edit:
         meta_edit(meta)
+    if DIGEST_KEY in meta:  # a consistent file with wrong contents: the digest of what it now holds
+        meta[DIGEST_KEY] = tensors_digest(tensors)
     save_file(tensors, str(path), metadata=meta)
     return path
 

@@ -451,10 +451,26 @@ def test_non_finite_weights_in_a_checkpoint_are_rejected(tmp_path):
     trainer.train()
     trainer.save_checkpoint(path)
     flip_data_bytes(path)
+    with pytest.raises(ValueError, match=r"run.safetensors is damaged: its tensors do not match the SHA-256"):
+        Trainer(BigramLM(), config(max_steps=3), TRAIN).load_checkpoint(path)
+    drop_digest(path)  # a file written before the digest: the NaN check still catches the damage
     with pytest.raises(ValueError, match=r"run.safetensors.*: tensor '.*' holds 16 NaN/Inf values .* damaged"):
         Trainer(BigramLM(), config(max_steps=3), TRAIN).load_checkpoint(path)
     with pytest.raises(ValueError, match="NaN/Inf"):
         load_model_weights(BigramLM(), path)
+
+
+def drop_digest(path) -> None:
+    """Rewrite a safetensors file without the digest entry in its metadata, tensors unchanged."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from mini_llm.atomic import DIGEST_KEY
+
+    with safe_open(str(path), framework="pt") as file:
+        metadata = {k: v for k, v in (file.metadata() or {}).items() if k != DIGEST_KEY}
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):

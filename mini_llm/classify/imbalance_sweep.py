@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mini_llm import __version__
+from mini_llm.atomic import write_text_atomic
 from mini_llm.classify.finetune import fine_tune, predict_logits
 from mini_llm.classify.hf_bert import hf_bert_classifier
 from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
@@ -23,9 +24,21 @@ from mini_llm.classify.metrics import classification_metrics
 from mini_llm.classify.presets import get_preset
 from mini_llm.classify.runs import review_split
 from mini_llm.classify.text_data import TextClassificationDataset, make_loader
-from mini_llm.jsonfiles import read_format_json
+from mini_llm.jsonfiles import Schema, check_schema, read_format_json
 
 IMBALANCE_FORMAT = "mini_llm.classify.imbalance/1"
+# What a sweep written by write_imbalance holds (see mini_llm.jsonfiles.check_schema).
+IMBALANCE_SCHEMA: Schema = {
+    "command?": (str, None), "preset": str, "seed": int, "minority": int, "torch_threads": int,
+    "cpu_count": (int, None), "machine": str, "mini_llm_version": str,
+    "size": {"hidden_size": int, "num_hidden_layers": int, "num_attention_heads": int, "intermediate_size": int,
+             "dropout": float},
+    "finetune": {"epochs": int, "batch_size": int, "lr": float, "warmup_fraction": float, "weight_decay": float,
+                 "max_length": int, "eval_every": int, "grad_clip": (float, None), "seed": int},
+    "runs": [{"ratio": float, "method": str, "n_train": int, "class_counts": [int], "train_prior": [float],
+              "class_weights": ([float], None), "history": [dict], "seconds": float, "metrics": dict,
+              "log_odds": [float]}],
+}
 METHODS = ("none", "weighted")  # plain cross-entropy; cross-entropy with inverse-frequency class weights
 
 
@@ -118,10 +131,14 @@ def write_imbalance(result: dict[str, Any], path: str | os.PathLike) -> Path:
     text = json.dumps(marked, ensure_ascii=False, indent=1)
     for i, values in enumerate(odds):
         text = text.replace(f'"@log_odds{i}@"', json.dumps(values, separators=(",", ":")))
-    path.write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(path, text + "\n")
     return path
 
 
 def read_imbalance(path: str | os.PathLike) -> dict[str, Any]:
     """A sweep written by write_imbalance; ValueError if the file is not one."""
-    return read_format_json(path, IMBALANCE_FORMAT, "an imbalance sweep")
+    payload = read_format_json(path, IMBALANCE_FORMAT, "an imbalance sweep")
+    check_schema(payload, IMBALANCE_SCHEMA, path)
+    if len({len(run["log_odds"]) for run in payload["runs"]}) > 1:
+        raise ValueError(f"{path}: the runs' log_odds lists differ in length (one per test review each)")
+    return payload

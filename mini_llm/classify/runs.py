@@ -15,18 +15,15 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_model, save_model
 
 from mini_llm import __version__
+from mini_llm.atomic import read_safetensors, write_safetensors, write_text_atomic
 from mini_llm.classify.finetune import fine_tune, predict_logits
 from mini_llm.classify.hf_bert import hf_bert_classifier
 from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
@@ -36,7 +33,8 @@ from mini_llm.classify.naive_bayes import CharNGramNaiveBayes
 from mini_llm.classify.presets import ClassifyPreset, check_model, get_preset
 from mini_llm.classify.text_data import Encoder, TextClassificationDataset, make_loader
 from mini_llm.data import CharTokenizer, load_people_daily, load_reviews
-from mini_llm.jsonfiles import read_format_json
+from mini_llm.jsonfiles import Schema, check_schema, read_format_json, read_json
+from mini_llm.train.checkpoint import load_unique_tensors, unique_tensors
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "mini_llm.classify.run/1"
@@ -44,6 +42,28 @@ EVAL_FORMAT = "mini_llm.classify.eval/1"
 CACHE_ENV = "MINI_LLM_CACHE"
 SPLITS = ("validation", "test")
 PRETRAIN_HELDOUT = 0.05  # the last 5% of People's Daily paragraphs measure the pre-training loss
+NB_ARRAYS, NGRAMS_FILE, BERT_CONFIG_FILE = "naive_bayes.safetensors", "ngrams.json", "bert_config.json"
+CURVE = [dict]  # a list of evaluation points (step, losses, accuracy)
+# What run.json holds (see check_schema): the loaders use model, preset, seed and the fine-tuning max_length.
+RUN_SCHEMA: Schema = {
+    "model": str, "preset": str, "seed": int, "mini_llm_version": str, "torch_threads": int, "cpu_count": (int, None),
+    "machine": str, "n_train": int, "seconds": float,
+    "preset_settings": {"description": str, "max_train": (int, None), "nb_n_max": [int], "nb_alpha": [float],
+                        "size": dict, "finetune": {"max_length": int}, "pretrain": dict},
+    "selection?": CURVE, "chosen?": {"n_max": int, "alpha": float}, "ngrams?": int, "history?": CURVE,
+    "vocab_size?": int, "pretrain_seconds?": float, "pretrain_history?": CURVE, "parameters?": int,
+}
+# What an evaluation written by write_eval holds; its per-example lists have metrics.n entries.
+EVAL_SCHEMA: Schema = {
+    "command": (str, None), "model": str, "preset": str, "seed": int, "split": str, "predict_seconds": float,
+    "metrics": {"n": int, "accuracy": dict, "macro_f1": dict, "per_class": [dict], "confusion_matrix": [[int]]},
+    "training": {key.removesuffix("?") + "?": kind for key, kind in RUN_SCHEMA.items() if key.removesuffix("?") in (
+        "seconds", "pretrain_seconds", "torch_threads", "cpu_count", "machine", "n_train", "parameters", "vocab_size",
+        "ngrams", "chosen")},
+    "curves": {"history?": CURVE, "pretrain_history?": CURVE, "selection?": CURVE},
+    "predictions": [int], "positive_probability": [float],
+}
+NGRAMS_SCHEMA: Schema = {"n_min": int, "n_max": int, "alpha": float, "ngrams": [str]}
 Log = Callable[[str], None]
 
 
@@ -110,28 +130,48 @@ def select_naive_bayes(
 
 
 def _save_naive_bayes(model: CharNGramNaiveBayes, out: Path) -> None:
-    """naive_bayes.safetensors (arrays) and ngrams.json (settings and the n-gram of every column)."""
-    save_numpy(
-        {
-            "class_log_prior": model.class_log_prior,
-            "feature_log_prob": model.feature_log_prob,
-            "classes": model.classes.astype(np.int64),
-        },
-        str(out / "naive_bayes.safetensors"),
-    )
+    """naive_bayes.safetensors (arrays) and ngrams.json (settings and the n-gram of every column), atomically."""
+    arrays = {
+        "class_log_prior": model.class_log_prior,
+        "feature_log_prob": model.feature_log_prob,
+        "classes": model.classes.astype(np.int64),
+    }
+    write_safetensors(out / NB_ARRAYS, arrays)
     settings = {"n_min": model.n_min, "n_max": model.n_max, "alpha": model.alpha, "ngrams": list(model.vocabulary)}
-    (out / "ngrams.json").write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+    write_text_atomic(out / NGRAMS_FILE, json.dumps(settings, ensure_ascii=False))
 
 
 def _load_naive_bayes(run_dir: Path) -> CharNGramNaiveBayes:
-    """Inverse of _save_naive_bayes."""
-    settings = json.loads((run_dir / "ngrams.json").read_text(encoding="utf-8"))
-    arrays = load_numpy(str(run_dir / "naive_bayes.safetensors"))
-    model = CharNGramNaiveBayes(n_min=settings["n_min"], n_max=settings["n_max"], alpha=settings["alpha"])
+    """Inverse of _save_naive_bayes; ValueError naming the file that is damaged or does not fit the other."""
+    settings = read_json(run_dir / NGRAMS_FILE, "a naive-Bayes n-gram file")
+    check_schema(settings, NGRAMS_SCHEMA, run_dir / NGRAMS_FILE)
+    try:
+        model = CharNGramNaiveBayes(n_min=settings["n_min"], n_max=settings["n_max"], alpha=settings["alpha"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{run_dir / NGRAMS_FILE}: {error}") from error
     model.vocabulary = {gram: column for column, gram in enumerate(settings["ngrams"])}
+    if len(model.vocabulary) != len(settings["ngrams"]):
+        raise ValueError(f"{run_dir / NGRAMS_FILE}: the n-gram list repeats entries")
+    arrays, _ = read_safetensors(run_dir / NB_ARRAYS, "a naive-Bayes array file", framework="numpy")
+    _check_naive_bayes_arrays(arrays, len(model.vocabulary), run_dir)
     model.classes = arrays["classes"]
     model.class_log_prior, model.feature_log_prob = arrays["class_log_prior"], arrays["feature_log_prob"]
     return model
+
+
+def _check_naive_bayes_arrays(arrays: dict[str, np.ndarray], n_ngrams: int, run_dir: Path) -> None:
+    """ValueError naming both files unless the arrays hold C classes, C log priors and (C, n_ngrams) finite log
+    likelihoods, n_ngrams the length of the n-gram list."""
+    source = run_dir / NB_ARRAYS
+    n_classes = arrays["classes"].shape[0] if "classes" in arrays and arrays["classes"].ndim == 1 else -1
+    want = {"classes": ((n_classes,), "int64"), "class_log_prior": ((n_classes,), "float64"),
+            "feature_log_prob": ((n_classes, n_ngrams), "float64")}
+    got = {name: (tuple(a.shape), a.dtype.name) for name, a in arrays.items()}
+    if n_classes < 2 or got != want:
+        raise ValueError(f"{source}: arrays must be {want} for the {n_ngrams} n-grams of {run_dir / NGRAMS_FILE}, "
+                         f"got {got}")
+    if not all(np.isfinite(arrays[name]).all() for name in ("class_log_prior", "feature_log_prob")):
+        raise ValueError(f"{source}: the log probabilities hold NaN or Inf values; the file is damaged")
 
 
 @contextmanager
@@ -246,8 +286,8 @@ def train_mini_llm(preset: ClassifyPreset, out: Path | None = None, progress: bo
     encode = CharEncoder(vocabulary, seq_len)
     history = fine_tune(model, *_loaders(encode, preset), preset.finetune, progress=progress)
     if out is not None:
-        save_model(model, str(out / "model.safetensors"))
-        (out / "bert_config.json").write_text(json.dumps(asdict(config)), encoding="utf-8")
+        write_safetensors(out / "model.safetensors", unique_tensors(model))
+        write_text_atomic(out / BERT_CONFIG_FILE, json.dumps(asdict(config)))
         vocabulary.tokenizer.save(out / "tokenizer.json")
     return {
         "model": model,
@@ -302,7 +342,7 @@ def train_run(
         trained = (train_hf_bert if model == "bert-hf" else train_mini_llm)(settings, out, progress)
         info |= {key: value for key, value in trained.items() if key not in ("model", "tokenizer", "encode")}
     info["seconds"] = time.perf_counter() - start
-    (out / RUN_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_text_atomic(out / RUN_FILE, json.dumps(info, ensure_ascii=False, indent=1))
     if log is not None:
         log(f"trained {model} ({preset}) in {info['seconds']:.1f} s with {info['torch_threads']} torch threads")
     return info
@@ -312,17 +352,22 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run.json of a run directory; FileNotFoundError / ValueError saying what is wrong."""
     run_dir = Path(run_dir)
     path = run_dir / RUN_FILE
-    if not path.is_file():
-        what = "does not exist" if not run_dir.exists() else f"has no {RUN_FILE} (training unfinished?)"
-        raise FileNotFoundError(f"no trained classifier in {run_dir}: the directory {what}")
+    if not run_dir.exists():
+        raise FileNotFoundError(f"no trained classifier in {run_dir}: the directory does not exist")
+    if not path.exists():
+        raise FileNotFoundError(f"no trained classifier in {run_dir}: {path} does not exist (training unfinished?)")
     info = read_format_json(path, RUN_FORMAT, "a classifier run")
-    check_model(info.get("model"))
+    check_schema(info, RUN_SCHEMA, path)
+    try:
+        check_model(info["model"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
     return info
 
 
 def load_classifier(run_dir: str | os.PathLike) -> tuple[NaiveBayesPredictor | TorchPredictor, dict[str, Any]]:
     """(predictor with predict_proba(texts), run.json) of a trained run directory."""
-    from mini_llm.nn import BertConfig, BertForSequenceClassification
+    from mini_llm.nn import BertForSequenceClassification
 
     run_dir = Path(run_dir)
     info = read_run(run_dir)
@@ -340,13 +385,37 @@ def load_classifier(run_dir: str | os.PathLike) -> tuple[NaiveBayesPredictor | T
                     run_dir / "model", local_files_only=True, use_safetensors=True
                 )
             return TorchPredictor(model.eval(), HFEncoder(tokenizer, max_length)), info
-        config = BertConfig(**json.loads((run_dir / "bert_config.json").read_text(encoding="utf-8")))
-        model = BertForSequenceClassification(config)
-        load_model(model, str(run_dir / "model.safetensors"))
-        vocabulary = SpecialVocabulary(CharTokenizer.load(run_dir / "tokenizer.json"))
-        return TorchPredictor(model.eval(), CharEncoder(vocabulary, max_length)), info
-    except (OSError, KeyError, SafetensorError, json.JSONDecodeError) as error:
-        raise ValueError(f"{run_dir} holds an incomplete or corrupt {info['model']} run: {error}") from error
+    except OSError as error:  # transformers' loaders: name the run (their message names the file)
+        message = " ".join(str(error).split())
+        raise ValueError(f"{run_dir} holds an incomplete or corrupt {info['model']} run: {message}") from error
+    config = _read_bert_config(run_dir / BERT_CONFIG_FILE)
+    vocabulary = SpecialVocabulary(CharTokenizer.load(run_dir / "tokenizer.json"))
+    if vocabulary.vocab_size != config.vocab_size:
+        raise ValueError(f"{run_dir / 'tokenizer.json'} gives {vocabulary.vocab_size} ids but "
+                         f"{run_dir / BERT_CONFIG_FILE} says vocab_size {config.vocab_size}: different runs")
+    if not 1 <= max_length <= config.max_position_embeddings:
+        raise ValueError(f"{run_dir / RUN_FILE}: max_length {max_length} is not in 1..{config.max_position_embeddings} "
+                         f"(max_position_embeddings of {run_dir / BERT_CONFIG_FILE})")
+    model = BertForSequenceClassification(config)
+    tensors, _ = read_safetensors(run_dir / "model.safetensors", "a mini_llm BERT weights file")
+    source = f"{run_dir / 'model.safetensors'} (the model of {run_dir / BERT_CONFIG_FILE})"
+    load_unique_tensors(model, tensors, source)
+    return TorchPredictor(model.eval(), CharEncoder(vocabulary, max_length)), info
+
+
+def _read_bert_config(path: Path) -> Any:
+    """The BertConfig saved in path; ValueError naming the file when it is not one."""
+    from mini_llm.nn import BertConfig
+
+    kinds = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in fields(BertConfig)}
+    values = read_json(path, "a BERT config")
+    check_schema(values, {name + "?": kind for name, kind in kinds.items()}, path)
+    if not set(values) <= set(kinds):
+        raise ValueError(f"{path}: unknown BERT config entries {sorted(set(values) - set(kinds))}")
+    try:
+        return BertConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: invalid BERT config: {error}") from error
 
 
 def predict_texts(run_dir: str | os.PathLike, texts: Sequence[str]) -> np.ndarray:
@@ -409,10 +478,16 @@ def write_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
     text = json.dumps({k: v for k, v in result.items() if k not in long_lists}, ensure_ascii=False, indent=1)
     tails = [f' "{key}": {json.dumps(result[key], separators=(",", ":"))}' for key in long_lists if key in result]
     text = text[: text.rindex("}")].rstrip() + "".join(",\n" + tail for tail in tails) + "\n}\n"
-    path.write_text(text, encoding="utf-8")
+    write_text_atomic(path, text)
     return path
 
 
 def read_eval(path: str | os.PathLike) -> dict[str, Any]:
     """An evaluation written by write_eval; ValueError if the file is not one."""
-    return read_format_json(path, EVAL_FORMAT, "a classifier evaluation")
+    payload = read_format_json(path, EVAL_FORMAT, "a classifier evaluation")
+    check_schema(payload, EVAL_SCHEMA, path)
+    n = payload["metrics"]["n"]
+    if not len(payload["predictions"]) == len(payload["positive_probability"]) == n:
+        raise ValueError(f"{path}: predictions and positive_probability must have metrics.n = {n} entries, got "
+                         f"{len(payload['predictions'])} and {len(payload['positive_probability'])}")
+    return payload

@@ -182,11 +182,37 @@ def check_codebook_name(name: object, bits: int, code: torch.Tensor) -> str:
         raise ValueError(f"codebook must be the name of a {bits}-bit codebook: {allowed}, got {name!r}")
     family = match[1] or "float"
     if family == "quantile":
+        _check_quantile_table(name, bits, code)
         return name
     exponent_bits = int(match[4]) if family == "float" else None
     if exponent_bits is not None and not (exponent_bits <= bits - 1 and int(match[5]) == bits - 1 - exponent_bits):
         raise ValueError(f"codebook must be the name of a {bits}-bit codebook: {allowed}, got {name!r}")
-    expected = codebook(family, bits, exponent_bits=exponent_bits).tensor()
-    if not (isinstance(code, torch.Tensor) and code.shape == expected.shape and torch.equal(code.cpu(), expected)):
+    if not _same_table(code, codebook(family, bits, exponent_bits=exponent_bits)):
         raise ValueError(f"state.code is not the table of codebook {name!r} (a damaged or mislabelled state)")
     return name
+
+
+def fixed_codebooks(bits: int) -> list[Codebook]:
+    """Every data-independent codebook of k = bits: int, float of each exponent width, dynamic and nf."""
+    floats = [codebook("float", bits, exponent_bits=e) for e in range(1, bits)]
+    return [codebook("int", bits), *floats, codebook("dynamic", bits), codebook("nf", bits)]
+
+
+def _same_table(code: object, book: Codebook) -> bool:
+    """code is exactly book's table (same shape, bit for bit)."""
+    expected = book.tensor()
+    return isinstance(code, torch.Tensor) and code.shape == expected.shape and torch.equal(code.cpu(), expected)
+
+
+def _check_quantile_table(name: str, bits: int, code: torch.Tensor) -> None:
+    """A quantile table is scaled to max |value| = 1 (or all zero) and is not the table of a fixed codebook, whose
+    name the state would then carry (a relabelled nf4 would load as quantile4 and count its table as stored)."""
+    for book in fixed_codebooks(bits):
+        if _same_table(code, book):
+            raise ValueError(
+                f"codebook {name!r} does not match state.code, which is the table of codebook {book.name!r} "
+                "(a mislabelled state)"
+            )
+    largest = float(code.abs().max()) if isinstance(code, torch.Tensor) and code.numel() else None
+    if largest not in (0.0, 1.0):
+        raise ValueError(f"state.code of codebook {name!r} must be scaled to max |value| = 1, got {largest}")

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from mini_llm.atomic import read_safetensors, write_safetensors
 from mini_llm.kernels.checks import check_shape, check_state
 from mini_llm.kernels.reference import n_blocks, packed_nbytes
 from mini_llm.quant.codebooks import check_codebook_name
@@ -169,25 +168,16 @@ def _check_vector(name: str, t: object, length: int) -> None:
 
 
 def save_quantized(path: str | Path, packed: torch.Tensor, state: QuantState) -> None:
-    """Write packed codes and their state to one safetensors file."""
+    """Write packed codes and their state to one safetensors file (atomically, with the digest of its tensors)."""
     state.validate(packed)
     check_codebook_name(state.codebook, state.bits, state.code)  # what load_quantized will require
-    save_file({"packed": packed.detach().cpu().contiguous(), **state.tensors()}, str(path), metadata=state.metadata())
+    write_safetensors(path, {"packed": packed.detach().cpu().contiguous(), **state.tensors()}, state.metadata())
 
 
 def load_quantized(path: str | Path) -> tuple[torch.Tensor, QuantState]:
     """Read (packed, state) written by save_quantized, validated against each other; ValueError naming the file."""
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a file written by save_quantized")
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except SafetensorError as error:
-        raise ValueError(f"{path} is not a safetensors file written by save_quantized ({error})") from error
+    tensors, metadata = read_safetensors(path, "a safetensors file written by save_quantized")
     try:
         unknown = sorted(set(tensors) - set(TENSOR_NAMES))
         if unknown or "packed" not in tensors:

@@ -12,6 +12,7 @@ chosen in [0, min(metric)) to minimise the squared error of metric itself (a gri
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mini_llm.jsonfiles import read_text
 from mini_llm.scaling.sweep import BASELINE_BITS, COLUMNS
 
 INT_COLUMNS = ("seed", "n_layer", "n_embd", "n_head", "vocab_size", "params", "nonembedding_params", "step", "tokens",
@@ -57,10 +59,13 @@ def load_results(path: str | os.PathLike) -> list[Row]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; write it with `mini-llm sweep --out {path}`")
     rows: list[Row] = []
-    with path.open(newline="", encoding="utf-8") as file:
-        lines = [(number, line) for number, line in enumerate(file, 1) if not line.startswith("#") and line.strip()]
+    text = read_text(path, "a sweep CSV")
+    numbered = enumerate(io.StringIO(text, newline=""), 1)
+    lines = [(number, line) for number, line in numbered if not line.startswith("#") and line.strip()]
     if not lines:
         raise ValueError(f"{path} is empty: not a sweep CSV (header {','.join(COLUMNS[:3])},... expected)")
+    if len(lines) == 1:
+        raise ValueError(f"{path} holds no rows, only the header of a sweep CSV")
     header = next(csv.reader([lines[0][1]]))
     missing = [name for name in COLUMNS if name not in header]
     if missing:

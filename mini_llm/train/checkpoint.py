@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from mini_llm.atomic import atomic_path
+from mini_llm.atomic import read_safetensors, write_safetensors
 
 FORMAT = "mini_llm.train.checkpoint/1"
 META_KEY = "mini_llm"
@@ -88,9 +86,7 @@ def save_checkpoint(
     meta = {"format": FORMAT, "optimizer": optimizer_meta, "extra": extra or {}}
     text = _to_json(meta, "extra")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:  # a crash mid-write never leaves a half-written checkpoint under the real name
-        save_file(tensors, str(partial), metadata={META_KEY: text})
-    return path
+    return write_safetensors(path, tensors, {META_KEY: text})  # atomic, with the digest of the tensors
 
 
 def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -106,14 +102,10 @@ def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
 
 
 def _read(path: Path, prefix: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors (those starting with prefix, or all) and the parsed JSON metadata of a checkpoint file."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            header = file.metadata() or {}
-            keys = [k for k in file.keys() if prefix is None or k.startswith(prefix)]
-            tensors = {k: file.get_tensor(k) for k in keys}
-    except SafetensorError as error:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {error}") from error
+    """Tensors (those starting with prefix, or all) and the parsed JSON metadata of a checkpoint file; the digest of
+    all its tensors is checked (FileNotFoundError when it is missing, ValueError when damaged)."""
+    tensors, header = read_safetensors(path, "a readable safetensors file")
+    tensors = {k: t for k, t in tensors.items() if prefix is None or k.startswith(prefix)}
     if META_KEY not in header:
         raise ValueError(
             f"{str(path)!r} is a safetensors file but not a mini_llm checkpoint (no {META_KEY!r} metadata)"
@@ -187,6 +179,37 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any
                     f"{source}: optimizer state {key!r} of parameter {param_id} has shape {tuple(value.shape)}, "
                     f"the parameter {tuple(param.shape)}"
                 )
+
+
+def unique_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """model.state_dict() with each shared (tied) tensor once, under its first name, contiguous on the CPU."""
+    kept: dict[tuple, str] = {}
+    for name, tensor in model.state_dict().items():
+        kept.setdefault(_storage_key(tensor), name)
+    state = model.state_dict()
+    return {name: state[name].detach().cpu().contiguous() for name in kept.values()}
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    """What identifies one tensor among the tied names of a state dict."""
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride()
+
+
+def load_unique_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Load tensors written by unique_tensors into model, checked first (names, shapes, dtypes, finite values); a
+    tied name absent from tensors takes its partner's tensor. ValueError naming ``source`` otherwise."""
+    names_of: dict[tuple, list[str]] = {}
+    for name, tensor in model.state_dict().items():
+        names_of.setdefault(_storage_key(tensor), []).append(name)
+    state = dict(tensors)
+    for names in names_of.values():
+        present = [name for name in names if name in tensors]
+        for name in names:
+            if present and name not in state:
+                state[name] = tensors[present[0]]
+    check_model_state(model, state, str(source))
+    check_finite(state, str(source))
+    model.load_state_dict(state)
 
 
 def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
