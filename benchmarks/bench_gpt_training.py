@@ -25,9 +25,9 @@ from common import (
     markdown_table,
     median,
     positive_int,
-    torch_threads,
 )
 
+from mini_llm.helpers import threads
 from mini_llm.nn import GPT, GPTConfig
 
 COLUMNS = ("model", "params", "tokens/s (median)", "ratio vs transformers")
@@ -112,7 +112,7 @@ def count_params(model: torch.nn.Module) -> int:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the machine and the table, and return the table's rows."""
     args = parse_args(argv)
-    with torch_threads(args.threads):
+    with threads(args.threads, libraries=("torch",)):
         torch.manual_seed(args.seed)
         config = GPTConfig(
             vocab_size=args.vocab_size,

@@ -51,10 +51,10 @@ from common import (
     positive_int,
     shape_arg,
     time_call,
-    torch_threads,
 )
 
 from mini_llm import kernels
+from mini_llm.helpers import threads
 from mini_llm.quant import quantize
 
 COLUMNS = (
@@ -201,9 +201,8 @@ def quantize_throughput(seed: int) -> float:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the machine, the table and the quantization line; return the table's rows."""
     args = parse_args(argv)
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     rows: list[dict[str, Any]] = []
-    with torch_threads(args.threads), torch.no_grad():
+    with threads(args.threads), torch.no_grad():
         info = machine_info()
         info["numba threads"] = numba.get_num_threads()
         info["AVX-512 kernels"] = kernels.HAS_AVX512

@@ -25,10 +25,10 @@ from common import (
     markdown_table,
     median,
     positive_int,
-    torch_threads,
 )
 
 from mini_llm.generate import generate
+from mini_llm.helpers import threads
 from mini_llm.nn import GPT, GPTConfig
 
 COLUMNS = ("new tokens", "no cache tokens/s", "KV cache tokens/s", "speed-up")
@@ -82,7 +82,7 @@ def transformers_generate(model: torch.nn.Module, prompt: torch.Tensor, n: int, 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the machine and the table, and return the table's rows."""
     args = parse_args(argv)
-    with torch_threads(args.threads), torch.no_grad():
+    with threads(args.threads, libraries=("torch",)), torch.no_grad():
         torch.manual_seed(args.seed)
         config = GPTConfig(
             vocab_size=args.vocab_size,

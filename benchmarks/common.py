@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: the machine, thread count, interleaved timing, tables, GPT-2 peers.
+"""Shared helpers for the benchmark scripts: the machine, interleaved timing, tables, GPT-2 peers, argument types.
 
 The scripts import this module as ``common``: running ``python benchmarks/NAME.py`` puts benchmarks/ on sys.path.
 """
@@ -10,15 +10,14 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# Hugging Face's GPT-2 stores these Linear layers as Conv1D with the weight laid out (in, out).
-HF_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+from mini_llm.cli.argtypes import positive_int as positive_int  # the benchmarks' argparse type
+from mini_llm.interop.gpt2 import gpt2_to_hf
 
 
 def cpu_model() -> str:
@@ -65,20 +64,6 @@ def busy_note(info: dict[str, Any]) -> str | None:
         f"note: load average {load} on {cores} logical cores: other jobs are running, so the numbers are noisy "
         "(fewer torch threads, e.g. --threads 1, suffer less from the contention)"
     )
-
-
-@contextmanager
-def torch_threads(n_threads: int | None) -> Iterator[int]:
-    """Run the body with torch.set_num_threads(n_threads) (None keeps torch's default) and restore the old count."""
-    if n_threads is not None and n_threads < 1:
-        raise ValueError(f"n_threads must be None or >= 1, got {n_threads}")
-    previous = torch.get_num_threads()
-    if n_threads is not None:
-        torch.set_num_threads(n_threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def time_call(fn: Callable[[], Any]) -> float:
@@ -141,51 +126,14 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 
 def hf_gpt2_like(model: torch.nn.Module) -> torch.nn.Module:
-    """A transformers GPT2LMHeadModel with the config of a mini_llm GPT, sdpa attention and a copy of its weights.
+    """A transformers GPT2LMHeadModel with sdpa attention and a copy of a mini_llm GPT's weights (``gpt2_to_hf``).
 
     Both models then compute the same function (up to float rounding), so they do the same work per token.
-    Only GPT-2's architecture maps: GELU tanh ("gelu_new"), biases, tied embeddings.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    config = model.config
-    if config.activation != "gelu_new" or not config.bias or not config.tie_weights:
-        raise ValueError(
-            "hf_gpt2_like needs a GPT-2 architecture (activation='gelu_new', bias=True, tie_weights=True), got "
-            f"activation={config.activation!r}, bias={config.bias}, tie_weights={config.tie_weights}"
-        )
     hf_logging.set_verbosity_error()  # no warnings about the config's unused generation defaults
-    hf_config = GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_embd=config.n_embd,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        n_inner=config.n_inner,
-        activation_function="gelu_new",
-        resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
-        layer_norm_epsilon=config.layer_norm_epsilon,
-        bos_token_id=None,  # GPT-2's 50256 lies outside a small vocabulary
-        eos_token_id=None,
-        tie_word_embeddings=True,
-    )
-    peer = GPT2LMHeadModel._from_config(hf_config, attn_implementation="sdpa")
-    state = {
-        name: tensor.t() if name.endswith(HF_CONV1D_WEIGHTS) else tensor for name, tensor in model.state_dict().items()
-    }
-    peer.load_state_dict(state, strict=True)
-    return peer.train(model.training)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+    return gpt2_to_hf(model, attn_implementation="sdpa")
 
 
 def shape_arg(text: str) -> tuple[int, int]:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import torch
+
+from mini_llm.helpers import is_int, is_number
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,10 +82,6 @@ def _check_logits(logits: torch.Tensor) -> None:
         raise ValueError("logits must leave at least one token per row (a row is -inf everywhere)")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
 def _model_config(model: Callable) -> Any:
     """model.config, or the config of the module a bound method belongs to (Seq2SeqTransformer.decode)."""
     config = getattr(model, "config", None)
@@ -113,20 +111,20 @@ def _check_arguments(
         raise ValueError(
             f"idx must hold token ids in [0, {vocab_size}), got values in [{int(idx.min())}, {int(idx.max())}]"
         )
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not greedy and (not isinstance(temperature, Real) or not math.isfinite(temperature) or temperature <= 0):
         raise ValueError(f"temperature must be a finite number > 0 (or use greedy=True), got {temperature!r}")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, Real) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
     if seed is not None and generator is not None:
         raise ValueError("seed and generator are exclusive: pass one of them, got both")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise ValueError(f"seed must be None or an integer, got {seed!r}")
     if eos_token_id is not None and (
-        not _is_int(eos_token_id) or eos_token_id < 0 or (vocab_size is not None and eos_token_id >= vocab_size)
+        not is_int(eos_token_id) or eos_token_id < 0 or (vocab_size is not None and eos_token_id >= vocab_size)
     ):
         allowed = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
         raise ValueError(f"eos_token_id must be None or an integer in {allowed}, got {eos_token_id!r}")
@@ -201,7 +199,7 @@ def generate_seq2seq(
     ``model`` is a ``mini_llm.nn.Seq2SeqTransformer``; the other keyword arguments are those of ``generate``.
     """
     tgt_vocab_size = model.config.tgt_vocab_size
-    if not _is_int(bos_token_id) or not 0 <= bos_token_id < tgt_vocab_size:
+    if not is_int(bos_token_id) or not 0 <= bos_token_id < tgt_vocab_size:
         raise ValueError(f"bos_token_id must be an integer in [0, {tgt_vocab_size}), got {bos_token_id!r}")
     memory = model.encode(src, src_padding_mask).memory  # (B, S, C)
     start = torch.full((src.size(0), 1), bos_token_id, dtype=torch.long, device=src.device)  # (B, 1)
@@ -236,19 +234,19 @@ def _check_beam_arguments(
             f"src must hold token ids in [0, {config.src_vocab_size}), "
             f"got values in [{int(src.min())}, {int(src.max())}]"
         )
-    if not _is_int(beam_size) or beam_size < 1:
+    if not is_int(beam_size) or beam_size < 1:
         raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
-    if not _is_int(max_new_tokens) or not 0 <= max_new_tokens <= config.block_size:
+    if not is_int(max_new_tokens) or not 0 <= max_new_tokens <= config.block_size:
         raise ValueError(
             f"max_new_tokens must be an integer in [0, block_size={config.block_size}], got {max_new_tokens!r}"
         )
     for name, value in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id)):
         if (value is not None or name == "bos_token_id") and (
-            not _is_int(value) or not 0 <= value < config.tgt_vocab_size
+            not is_int(value) or not 0 <= value < config.tgt_vocab_size
         ):
             none = " (or None)" if name == "eos_token_id" else ""
             raise ValueError(f"{name} must be an integer in [0, {config.tgt_vocab_size}){none}, got {value!r}")
-    if not isinstance(length_penalty, Real) or isinstance(length_penalty, bool) or not math.isfinite(length_penalty):
+    if not is_number(length_penalty) or not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
 
 

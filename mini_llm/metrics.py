@@ -17,14 +17,10 @@ import unicodedata
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from numbers import Integral
+
+from mini_llm.helpers import check_int
 
 BLEU_TOKENIZERS = ("char", "whitespace")
-
-
-def _check_n(n: object, name: str = "n") -> None:
-    if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
 
 
 def _check_texts(texts: object, name: str) -> None:
@@ -35,7 +31,7 @@ def _check_texts(texts: object, name: str) -> None:
 
 def ngrams(tokens: Sequence[Hashable], n: int) -> list[tuple[Hashable, ...]]:
     """The n-grams of a token sequence (a string is a sequence of characters), in order: len(tokens) - n + 1."""
-    _check_n(n)
+    check_int("n", n, 1)
     return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
@@ -117,7 +113,7 @@ def corpus_bleu(
     order has no match.
     """
     _check_pairs(hypotheses, references)
-    _check_n(max_n, "max_n")
+    check_int("max_n", max_n, 1)
     if tokenize not in BLEU_TOKENIZERS:
         raise ValueError(f"tokenize must be one of {BLEU_TOKENIZERS}, got {tokenize!r}")
     matches = [0] * max_n

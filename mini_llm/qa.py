@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mini_llm.helpers import check_int
 from mini_llm.retrieval import char_ngram_set
 
 ENTITY_TYPES = {"nr": "person", "ns": "place", "nt": "organisation"}  # corpus tag -> entity type
@@ -124,8 +125,7 @@ def build_cloze_qa(
 ) -> ClozeQA:
     """At most one cloze question from each of n_questions random paragraphs; every paragraph is a document."""
     for name, value in (("n_questions", n_questions), ("min_chars", min_chars), ("max_per_answer", max_per_answer)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value, 1, kinds=int)
     paragraphs = [split_sentences(merge_entities(pairs)) for pairs in tagged_paragraphs]
     choices = [_question_choices(sentences, min_chars) for sentences in paragraphs]
     asked = _pick_questions(paragraphs, choices, n_questions, max_per_answer, seed)

@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from numbers import Integral, Real
 
 import numpy as np
+
+from mini_llm.helpers import check_int, check_number
 
 IDF_VARIANTS = ("lucene", "robertson")
 TOKENIZERS = ("char", "bigram")
@@ -45,8 +46,7 @@ def char_bigrams(text: str) -> list[str]:
 
 def char_ngram_set(text: str, n: int) -> set[str]:
     """Every distinct character n-gram of text (whitespace included): char_ngram_set("人民日报", 2) -> {"人民", ...}."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int("n", n, 1, kinds=int)
     return {text[i : i + n] for i in range(len(text) - n + 1)}
 
 
@@ -70,10 +70,8 @@ class BM25:
         tokenizer: str | Callable[[str], list[str]] = "bigram",
         idf: str = "lucene",
     ) -> None:
-        if not isinstance(k1, Real) or isinstance(k1, bool) or not math.isfinite(k1) or k1 < 0:
-            raise ValueError(f"k1 must be a finite number >= 0, got {k1!r}")
-        if not isinstance(b, Real) or isinstance(b, bool) or not 0.0 <= b <= 1.0:
-            raise ValueError(f"b must be a number in [0, 1], got {b!r}")
+        check_number("k1", k1, 0.0, math.inf, high_open=True, allowed="a finite number >= 0")
+        check_number("b", b, 0.0, 1.0, allowed="a number in [0, 1]")
         if idf not in IDF_VARIANTS:
             raise ValueError(f"idf must be one of {IDF_VARIANTS}, got {idf!r}")
         self.k1 = float(k1)
@@ -133,8 +131,7 @@ class BM25:
 
     def top_k(self, query: str, k: int) -> list[tuple[int, float]]:
         """The k best (document index, score) pairs, best first; equal scores keep corpus order."""
-        if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        check_int("k", k, 1)
         scores = self.score(query)  # (N,)
         order = np.argsort(-scores, kind="stable")[:k]  # (min(k, N),)
         return [(int(i), float(scores[i])) for i in order]

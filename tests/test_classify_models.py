@@ -144,7 +144,7 @@ def test_bad_input(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="the directory does not exist"):
         evaluate_run(tmp_path / "missing")
     (tmp_path / "half").mkdir()
-    with pytest.raises(FileNotFoundError, match="has no run.json"):
+    with pytest.raises(FileNotFoundError, match="run.json does not exist"):
         load_classifier(tmp_path / "half")
     with pytest.raises(ValueError, match="split must be one of"):
         evaluate_run(runs["naive-bayes"][0], "train")

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mini_llm.classify.imbalance import check_class_weights, weighted_cross_entropy
+from mini_llm.helpers import check_int, eval_mode
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,7 @@ class FineTuneConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1, kinds=int)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 0 <= self.warmup_fraction < 1:
@@ -62,15 +61,13 @@ def linear_warmup_decay(step: int, total: int, warmup: int) -> float:
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(logits (N, C), labels (N,), mean loss) over a loader, in eval mode (no dropout)."""
-    was_training = model.training
-    model.eval()
     logits, labels, loss_sum = [], [], 0.0
-    for batch in loader:
-        out = model(**batch)
-        logits.append(out.logits.float())  # (B, C)
-        labels.append(batch["labels"])  # (B,)
-        loss_sum += out.loss.item() * len(batch["labels"])
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in loader:
+            out = model(**batch)
+            logits.append(out.logits.float())  # (B, C)
+            labels.append(batch["labels"])  # (B,)
+            loss_sum += out.loss.item() * len(batch["labels"])
     all_labels = torch.cat(labels)  # (N,)
     return torch.cat(logits), all_labels, loss_sum / len(all_labels)
 

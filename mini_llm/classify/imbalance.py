@@ -8,13 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mini_llm.helpers import check_int
+
 TRUNCATION_SIDES = ("head", "tail", "head+tail")  # keep the first, the last, or half of each end
 
 
 def _class_ids(labels: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
     """labels as a 1-D int array of ids in [0, n_classes); ValueError otherwise."""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    check_int("n_classes", n_classes, 2, kinds=int)
     ids = np.asarray(labels)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError(f"labels must be a non-empty 1-D sequence of class ids, got shape {ids.shape}")
@@ -40,8 +41,7 @@ def imbalanced_indices(
     about 1 minority example per 19 of the largest other class.
     """
     ids = _class_ids(labels, n_classes)
-    if isinstance(minority, bool) or not isinstance(minority, int | np.integer) or not 0 <= minority < n_classes:
-        raise ValueError(f"minority must be a class id in [0, {n_classes}), got {minority!r}")
+    check_int("minority", minority, 0, n_classes - 1, allowed=f"a class id in [0, {n_classes})")
     if not isinstance(ratio, int | float) or not math.isfinite(ratio) or ratio < 1:
         raise ValueError(f"ratio must be a finite number >= 1, got {ratio!r}")
     counts = np.bincount(ids, minlength=n_classes)  # (C,)
@@ -110,8 +110,7 @@ def prior_shift(
 
 def truncate_text(text: str, max_chars: int, side: str = "head") -> str:
     """The first (head), last (tail), or first ceil(k/2) plus last floor(k/2) (head+tail) of k = max_chars chars."""
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise ValueError(f"max_chars must be an integer >= 1, got {max_chars!r}")
+    check_int("max_chars", max_chars, 1, kinds=int)
     if side not in TRUNCATION_SIDES:
         raise ValueError(f"side must be one of {', '.join(TRUNCATION_SIDES)}, got {side!r}")
     if len(text) <= max_chars:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mini_llm.helpers import check_int, check_number
+
 _WHITESPACE = re.compile(r"\s\s+")
 
 
@@ -45,12 +47,9 @@ class CharNGramNaiveBayes:
     """Multinomial naive Bayes on character n-gram counts with add-alpha (Laplace) smoothing."""
 
     def __init__(self, n_min: int = 1, n_max: int = 2, alpha: float = 1.0) -> None:
-        if isinstance(n_min, bool) or not isinstance(n_min, int) or n_min < 1:
-            raise ValueError(f"n_min must be an integer >= 1, got {n_min!r}")
-        if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < n_min:
-            raise ValueError(f"n_max must be an integer >= n_min = {n_min}, got {n_max!r}")
-        if not isinstance(alpha, int | float) or not alpha > 0 or not math.isfinite(alpha):
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        check_int("n_min", n_min, 1, kinds=int)
+        check_int("n_max", n_max, n_min, kinds=int, allowed=f"an integer >= n_min = {n_min}")
+        check_number("alpha", alpha, 0.0, math.inf, low_open=True, high_open=True, allowed="a finite number > 0")
         self.n_min, self.n_max, self.alpha = n_min, n_max, float(alpha)
         self.vocabulary: dict[str, int] = {}  # n-gram -> column of feature_log_prob
         self.classes: np.ndarray | None = None  # (C,) the sorted labels seen in training

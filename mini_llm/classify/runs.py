@@ -33,13 +33,13 @@ from mini_llm.classify.naive_bayes import CharNGramNaiveBayes
 from mini_llm.classify.presets import ClassifyPreset, check_model, get_preset
 from mini_llm.classify.text_data import Encoder, TextClassificationDataset, make_loader
 from mini_llm.data import CharTokenizer, load_people_daily, load_reviews
+from mini_llm.helpers import cache_root
 from mini_llm.jsonfiles import Schema, check_schema, read_format_json, read_json
 from mini_llm.train.checkpoint import load_unique_tensors, unique_tensors
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "mini_llm.classify.run/1"
 EVAL_FORMAT = "mini_llm.classify.eval/1"
-CACHE_ENV = "MINI_LLM_CACHE"
 SPLITS = ("validation", "test")
 PRETRAIN_HELDOUT = 0.05  # the last 5% of People's Daily paragraphs measure the pre-training loss
 NB_ARRAYS, NGRAMS_FILE, BERT_CONFIG_FILE = "naive_bayes.safetensors", "ngrams.json", "bert_config.json"
@@ -69,13 +69,7 @@ Log = Callable[[str], None]
 
 def default_run_dir(model: str, preset: str, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
     """<cache>/classify/<model>-<preset>-seed<seed>; cache = cache_dir, $MINI_LLM_CACHE or ~/.cache/mini_llm."""
-    if cache_dir is not None:
-        root = Path(cache_dir).expanduser()
-    elif os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV]).expanduser()
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mini_llm"
-    return root / "classify" / f"{check_model(model)}-{preset}-seed{seed}"
+    return cache_root(cache_dir) / "classify" / f"{check_model(model)}-{preset}-seed{seed}"
 
 
 def review_split(name: str, max_size: int | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from mini_llm.cli import argtypes
 from mini_llm.cli.guard import Invocation, UsageError
 from mini_llm.cli.parser import PROG, DeprecatedSpelling, add_command, late_help
+from mini_llm.helpers import threads
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -128,15 +129,13 @@ def run_generate(args: argparse.Namespace, invocation: Invocation) -> int:
 
 def run_decoding(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm decoding``: every strategy's continuations of the same held-out prompts, written as JSON."""
-    import torch
-
     from mini_llm.charlm import load_char_gpt
     from mini_llm.decoding import evaluate_decoding, perplexity, write_result
 
-    torch.set_num_threads(args.threads)
-    model, tokenizer = load_char_gpt(args.checkpoint)
-    result = evaluate_decoding(model, tokenizer, n_prompts=args.prompts, prompt_chars=args.prompt_chars,
-                               new_chars=args.new_chars, seed=args.seed)
+    with threads(args.threads, libraries=("torch",)):
+        model, tokenizer = load_char_gpt(args.checkpoint)
+        result = evaluate_decoding(model, tokenizer, n_prompts=args.prompts, prompt_chars=args.prompt_chars,
+                                   new_chars=args.new_chars, seed=args.seed)
     write_result(result, args.out)
     for run in result["runs"]:
         print(f"{run['strategy']['name']:<16} prompt {run['prompt_chars']:>3} characters: perplexity of the "

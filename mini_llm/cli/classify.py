@@ -9,6 +9,7 @@ from pathlib import Path
 from mini_llm.cli import argtypes
 from mini_llm.cli.guard import Invocation, UsageError
 from mini_llm.cli.parser import PROG, add_actions, add_command, late_help
+from mini_llm.helpers import threads
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -73,14 +74,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _set_threads(threads: int | None) -> None:
-    """torch's thread count for the rest of the process, if --threads was given."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def _run_dir(args: argparse.Namespace) -> Path:
     """--checkpoint, or the cache's run directory for --model, --preset and --seed."""
     from mini_llm.classify import default_run_dir
@@ -92,14 +85,14 @@ def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm classify train``: train a classifier into its run directory."""
     from mini_llm.classify import train_run
 
-    _set_threads(args.threads)
-    run_dir = _run_dir(args)
-    invocation.on_interrupt = lambda: "nothing was saved as a finished run: run the same command again"
-    train_run(args.model, args.preset, run_dir, seed=args.seed, progress=not args.no_progress,
-              overwrite=args.overwrite, log=print)
-    print(f"wrote {run_dir}")
-    print(f"next: {PROG} classify eval --model {args.model} --checkpoint {run_dir}")
-    return 0
+    with threads(args.threads, libraries=("torch",)):
+        run_dir = _run_dir(args)
+        invocation.on_interrupt = lambda: "nothing was saved as a finished run: run the same command again"
+        train_run(args.model, args.preset, run_dir, seed=args.seed, progress=not args.no_progress,
+                  overwrite=args.overwrite, log=print)
+        print(f"wrote {run_dir}")
+        print(f"next: {PROG} classify eval --model {args.model} --checkpoint {run_dir}")
+        return 0
 
 
 def run_eval(args: argparse.Namespace, invocation: Invocation) -> int:
@@ -107,41 +100,41 @@ def run_eval(args: argparse.Namespace, invocation: Invocation) -> int:
     from mini_llm.classify import evaluate_run, predict_texts, write_eval
     from mini_llm.classify.runs import RUN_FILE, read_run
 
-    _set_threads(args.threads)
-    run_dir = _run_dir(args)
-    if not (run_dir / RUN_FILE).is_file():
-        flag = "--checkpoint" if args.checkpoint else "--model/--preset/--seed"
-        raise UsageError(f"argument {flag}: no trained classifier in {run_dir}; train one first with: "
-                         f"{PROG} classify train --model {args.model} --preset {args.preset} --seed {args.seed}"
-                         + (f" --checkpoint {run_dir}" if args.checkpoint else ""))
-    trained = read_run(run_dir)["model"]
-    if trained != args.model:
-        raise UsageError(f"argument --model: {run_dir} holds a {trained} run, not {args.model}")
-    if args.text:
-        probabilities = predict_texts(run_dir, args.text)
-        for text, row in zip(args.text, probabilities, strict=True):
-            label = "positive" if row.argmax() == 1 else "negative"
-            print(f"{label}\tP(positive) = {row[1]:.4f}\t{text}")
+    with threads(args.threads, libraries=("torch",)):
+        run_dir = _run_dir(args)
+        if not (run_dir / RUN_FILE).is_file():
+            flag = "--checkpoint" if args.checkpoint else "--model/--preset/--seed"
+            raise UsageError(f"argument {flag}: no trained classifier in {run_dir}; train one first with: "
+                             f"{PROG} classify train --model {args.model} --preset {args.preset} --seed {args.seed}"
+                             + (f" --checkpoint {run_dir}" if args.checkpoint else ""))
+        trained = read_run(run_dir)["model"]
+        if trained != args.model:
+            raise UsageError(f"argument --model: {run_dir} holds a {trained} run, not {args.model}")
+        if args.text:
+            probabilities = predict_texts(run_dir, args.text)
+            for text, row in zip(args.text, probabilities, strict=True):
+                label = "positive" if row.argmax() == 1 else "negative"
+                print(f"{label}\tP(positive) = {row[1]:.4f}\t{text}")
+            return 0
+        result = evaluate_run(run_dir, args.split, command=invocation.line)
+        out = write_eval(result, args.out or run_dir / f"eval_{args.split}.json")
+        metrics = result["metrics"]
+        accuracy, f1 = metrics["accuracy"], metrics["macro_f1"]
+        print(f"{args.model} on the {args.split} split ({metrics['n']} reviews): "
+              f"accuracy {accuracy['value']:.2%} [{accuracy['low']:.2%}, {accuracy['high']:.2%}], "
+              f"macro F1 {f1['value']:.4f} [{f1['low']:.4f}, {f1['high']:.4f}] (95% intervals)")
+        print(f"confusion matrix (rows: true negative, positive; columns: predicted): {metrics['confusion_matrix']}")
+        print(f"wrote {out}")
         return 0
-    result = evaluate_run(run_dir, args.split, command=invocation.line)
-    out = write_eval(result, args.out or run_dir / f"eval_{args.split}.json")
-    metrics = result["metrics"]
-    accuracy, f1 = metrics["accuracy"], metrics["macro_f1"]
-    print(f"{args.model} on the {args.split} split ({metrics['n']} reviews): "
-          f"accuracy {accuracy['value']:.2%} [{accuracy['low']:.2%}, {accuracy['high']:.2%}], "
-          f"macro F1 {f1['value']:.4f} [{f1['low']:.4f}, {f1['high']:.4f}] (95% intervals)")
-    print(f"confusion matrix (rows: true negative, positive; columns: predicted): {metrics['confusion_matrix']}")
-    print(f"wrote {out}")
-    return 0
 
 
 def run_imbalance(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm classify imbalance``: the sweep of mini_llm.classify.imbalance_sweep, written to --out."""
     from mini_llm.classify.imbalance_sweep import imbalance_sweep, write_imbalance
 
-    _set_threads(args.threads)
-    start = time.perf_counter()
-    result = imbalance_sweep(args.preset, args.ratios, seed=args.seed, progress=not args.no_progress, log=print)
-    write_imbalance({"command": invocation.line, **result}, args.out)
-    print(f"wrote {args.out} ({(time.perf_counter() - start) / 60:.1f} min)")
-    return 0
+    with threads(args.threads, libraries=("torch",)):
+        start = time.perf_counter()
+        result = imbalance_sweep(args.preset, args.ratios, seed=args.seed, progress=not args.no_progress, log=print)
+        write_imbalance({"command": invocation.line, **result}, args.out)
+        print(f"wrote {args.out} ({(time.perf_counter() - start) / 60:.1f} min)")
+        return 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mini_llm.data.corpora import load_people_daily
+from mini_llm.helpers import check_int
 
 HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")  # CJK Unified Ideographs, the basic block
 SYLLABLE = re.compile(r"[a-z]+[1-5]")  # letters, then the tone digit (ü is written v, as pypinyin does)
@@ -124,8 +125,7 @@ def load_pinyin_task(
 ) -> PinyinTask:
     """People's Daily clauses -> pinyin: n_train random training clauses, n_heldout unseen held-out clauses."""
     for name, value in (("n_train", n_train), ("n_heldout", n_heldout)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value, 1, kinds=int)
     paragraphs = load_people_daily(form="text")
     split = int((1 - HELDOUT_FRACTION) * len(paragraphs))
     train_clauses = han_clauses(paragraphs[:split], min_chars, max_chars)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mini_llm.data.corpora import read_package_text
+from mini_llm.helpers import check_int
 
 ANALOGY_FILE = "embedding_analogy_zh.csv"
 SIMILARITY_FILE = "embedding_similarity_zh.csv"
@@ -205,8 +206,7 @@ def top_neighbours(model: Any, words: Sequence[str], topn: int = 10) -> list[lis
 def neighbour_overlap(model_a: Any, model_b: Any, words: Sequence[str] | None = None, topn: int = 10) -> float:
     """Mean fraction of shared words in the topn neighbours of the two models, over words (by default the
     1000 most frequent words of model_a that model_b knows)."""
-    if isinstance(topn, bool) or not isinstance(topn, int) or topn < 1:
-        raise ValueError(f"topn must be an integer >= 1, got {topn!r}")
+    check_int("topn", topn, 1, kinds=int)
     words_a, _, _ = vectors_of(model_a)
     _, index_b, _ = vectors_of(model_b)
     if words is None:

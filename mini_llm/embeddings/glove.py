@@ -10,9 +10,9 @@ import numpy as np
 
 from mini_llm.embeddings.cooccurrence import Cooccurrence, count_cooccurrences
 from mini_llm.embeddings.glove_kernels import glove_adagrad_epoch, glove_weight
-from mini_llm.embeddings.keyed_vectors import WordVectors, check_number, check_positive_int, check_seed
-from mini_llm.embeddings.threads import numba_threads
+from mini_llm.embeddings.keyed_vectors import WordVectors
 from mini_llm.embeddings.vocab import build_vocabulary, check_sentences, encode_corpus
+from mini_llm.helpers import check_int, check_number, check_seed, threads
 
 
 @dataclass
@@ -40,14 +40,14 @@ class GloVe(WordVectors):
         workers: int = 3,  # hogwild threads (at most NUMBA_NUM_THREADS); 1 makes a seeded run exactly repeatable
         seed: int = 1,  # seeds the initial parameters and the order of the entries
     ) -> None:
-        self.vector_size = check_positive_int("vector_size", vector_size)
-        self.window = check_positive_int("window", window)
-        self.min_count = check_positive_int("min_count", min_count)
-        self.x_max = check_number("x_max", x_max, 0.0, low_open=True)
-        self.alpha = check_number("alpha", alpha, 0.0, low_open=True)
-        self.learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True)
-        self.epochs = check_positive_int("epochs", epochs)
-        self.workers = check_positive_int("workers", workers)
+        self.vector_size = check_int("vector_size", vector_size, 1, type_error=TypeError)
+        self.window = check_int("window", window, 1, type_error=TypeError)
+        self.min_count = check_int("min_count", min_count, 1, type_error=TypeError)
+        self.x_max = check_number("x_max", x_max, 0.0, low_open=True, type_error=TypeError)
+        self.alpha = check_number("alpha", alpha, 0.0, low_open=True, type_error=TypeError)
+        self.learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True, type_error=TypeError)
+        self.epochs = check_int("epochs", epochs, 1, type_error=TypeError)
+        self.workers = check_int("workers", workers, 1, type_error=TypeError)
         self.seed = check_seed(seed)
         self.vectors = None
         self.cooccurrence: Cooccurrence | None = None
@@ -60,7 +60,8 @@ class GloVe(WordVectors):
         sentences = check_sentences(sentences)
         vocab = build_vocabulary(sentences, self.min_count)
         corpus, offsets = encode_corpus(sentences, vocab)  # (N,) int32, (S + 1,) int64
-        with numba_threads(self.workers) as n_threads:
+        with threads(self.workers, libraries=("numba",)) as pools:
+            n_threads = pools.numba
             counts = count_cooccurrences(corpus, offsets, self.window, len(vocab), n_threads)
             if len(counts) == 0:
                 raise ValueError(

@@ -14,34 +14,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from mini_llm.helpers import check_int
+
 VectorsT = TypeVar("VectorsT", bound="WordVectors")
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """value as an int >= 1; TypeError/ValueError naming the argument otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an integer >= 1, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return int(value)
-
-
-def check_seed(seed: object) -> int:
-    """seed as an int >= 0; ValueError naming the argument otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
-
-
-def check_number(name: str, value: object, low: float, high: float = float("inf"), low_open: bool = False) -> float:
-    """value as a float in [low, high] (or (low, high] when low_open); TypeError/ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not (low < value if low_open else low <= value) or not value <= high or np.isnan(value):
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
-    return value
 
 
 class WordVectors:
@@ -100,7 +75,7 @@ class WordVectors:
 
     def nearest(self, query: np.ndarray, topn: int, exclude: Sequence[int] = ()) -> list[tuple[str, float]]:
         """The topn words of largest cosine similarity to a query vector, leaving out the rows in exclude."""
-        topn = check_positive_int("topn", topn)
+        topn = check_int("topn", topn, 1, type_error=TypeError)
         unit = self.unit_vectors
         query = np.asarray(query, dtype=np.float32)
         if query.shape != (unit.shape[1],):

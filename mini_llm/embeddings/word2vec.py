@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mini_llm.embeddings.keyed_vectors import WordVectors, check_number, check_positive_int, check_seed
+from mini_llm.embeddings.keyed_vectors import WordVectors
 from mini_llm.embeddings.sgns import sgns_epoch
-from mini_llm.embeddings.threads import numba_threads
 from mini_llm.embeddings.vocab import (
     alias_table,
     build_vocabulary,
@@ -20,6 +19,7 @@ from mini_llm.embeddings.vocab import (
     noise_distribution,
     split_long_sentences,
 )
+from mini_llm.helpers import check_int, check_number, check_seed, threads
 
 MAX_SENTENCE_WORDS = 10_000  # longer sentences are trained in pieces (gensim's MAX_WORDS_IN_BATCH)
 
@@ -58,15 +58,15 @@ class Word2Vec(WordVectors):
         workers: int = 3,  # hogwild threads (at most NUMBA_NUM_THREADS); 1 makes a seeded run exactly repeatable
         seed: int = 1,  # seeds the initial vectors and every sentence's random numbers
     ) -> None:
-        self.vector_size = check_positive_int("vector_size", vector_size)
-        self.window = check_positive_int("window", window)
-        self.negative = check_positive_int("negative", negative)
-        self.min_count = check_positive_int("min_count", min_count)
-        self.sample = check_number("sample", sample, 0.0, 1.0)
-        self.alpha = check_number("alpha", alpha, 0.0, low_open=True)
-        self.min_alpha = check_number("min_alpha", min_alpha, 0.0, self.alpha)
-        self.epochs = check_positive_int("epochs", epochs)
-        self.workers = check_positive_int("workers", workers)
+        self.vector_size = check_int("vector_size", vector_size, 1, type_error=TypeError)
+        self.window = check_int("window", window, 1, type_error=TypeError)
+        self.negative = check_int("negative", negative, 1, type_error=TypeError)
+        self.min_count = check_int("min_count", min_count, 1, type_error=TypeError)
+        self.sample = check_number("sample", sample, 0.0, 1.0, type_error=TypeError)
+        self.alpha = check_number("alpha", alpha, 0.0, low_open=True, type_error=TypeError)
+        self.min_alpha = check_number("min_alpha", min_alpha, 0.0, self.alpha, type_error=TypeError)
+        self.epochs = check_int("epochs", epochs, 1, type_error=TypeError)
+        self.workers = check_int("workers", workers, 1, type_error=TypeError)
         self.seed = check_seed(seed)
         self.vectors = None
         self.output_vectors: np.ndarray | None = None  # (V, D) syn1neg, the vectors of predicted words
@@ -89,7 +89,8 @@ class Word2Vec(WordVectors):
 
         effective = 0
         start = time.perf_counter()
-        with numba_threads(self.workers) as n_threads:
+        with threads(self.workers, libraries=("numba",)) as pools:
+            n_threads = pools.numba
             for epoch in range(self.epochs):
                 effective += sgns_epoch(
                     syn0, syn1neg, corpus, offsets, keep, noise_thresholds, noise_alias,

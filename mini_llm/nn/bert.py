@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mini_llm.nn.attention import check_attn_impl, padding_mask
-from mini_llm.nn.layers import EncoderLayer, activation, check_activation, init_weights
+from mini_llm.nn.attention import padding_mask
+from mini_llm.nn.layers import EncoderLayer, activation, check_config, init_weights
 
 
 @dataclass
@@ -55,30 +55,12 @@ class BertConfig:
     attn_impl: str = "sdpa"  # "sdpa" (torch's fused kernel) or "math" (the explicit formula)
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "num_labels",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size must be divisible by num_attention_heads, got hidden_size={self.hidden_size}, "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size", "num_labels")
+        dropouts = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+        check_config(self, sizes, "hidden_size", "num_attention_heads", dropouts, "hidden_act")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id must be in [0, {self.vocab_size}), got {self.pad_token_id}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        check_activation(self.hidden_act)
-        check_attn_impl(self.attn_impl)
 
 
 @dataclass

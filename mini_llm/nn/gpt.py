@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mini_llm.nn.attention import KVCache, attention, check_attn_impl, merge_heads, split_heads
-from mini_llm.nn.layers import MLP, check_activation, init_weights
+from mini_llm.helpers import check_number
+from mini_llm.nn.attention import KVCache, attention, merge_heads, split_heads
+from mini_llm.nn.layers import MLP, check_config, check_size, init_weights
 
 
 @dataclass
@@ -39,21 +39,12 @@ class GPTConfig:
     attn_impl: str = "sdpa"  # "sdpa" (torch's fused kernel) or "math" (the explicit formula)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            _check_positive_int(name, getattr(self, name))
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd must be divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
+        sizes = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        check_config(self, sizes, "n_embd", "n_head", ("dropout",), "activation", flags=("bias", "tie_weights"))
         if self.n_inner is not None:
-            _check_positive_int("n_inner", self.n_inner, "None or ")
-        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not _is_real(self.layer_norm_epsilon) or not 0.0 < self.layer_norm_epsilon < math.inf:
-            raise ValueError(f"layer_norm_epsilon must be a finite number > 0, got {self.layer_norm_epsilon!r}")
-        for name in ("bias", "tie_weights"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        check_activation(self.activation)
-        check_attn_impl(self.attn_impl)
+            check_size("n_inner", self.n_inner, "None or ")
+        check_number("layer_norm_epsilon", self.layer_norm_epsilon, 0.0, math.inf, low_open=True, high_open=True,
+                     allowed="a finite number > 0")
 
     def param_count(self) -> int:
         """Number of parameters GPT(config) will have (shared tensors once), computed without building it."""
@@ -64,18 +55,6 @@ class GPTConfig:
         block += hidden * C + b * C
         head = 0 if self.tie_weights else V * C
         return V * C + T * C + self.n_layer * block + (C + b * C) + head
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _check_positive_int(name: str, value: object, allowed: str = "") -> None:
-    """TypeError unless value is an integer (not a bool or float), ValueError unless it is >= 1."""
-    if not isinstance(value, Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be {allowed}an integer >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be {allowed}>= 1, got {value}")
 
 
 @dataclass

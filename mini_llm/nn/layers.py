@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from mini_llm.nn.attention import MultiHeadAttention
+from mini_llm.helpers import check_number, is_int
+from mini_llm.nn.attention import MultiHeadAttention, check_attn_impl
 
 # Hugging Face names: "gelu" is the exact erf form (BERT), "gelu_new" the tanh approximation (GPT-2).
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
@@ -17,6 +19,39 @@ def check_activation(name: str) -> None:
     """Raise ValueError unless name is one of ACTIVATIONS."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def check_size(name: str, value: object, allowed: str = "") -> None:
+    """TypeError unless value is an integer (not a bool or float), ValueError unless it is >= 1."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be {allowed}an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be {allowed}>= 1, got {value}")
+
+
+def check_config(
+    config: object,
+    sizes: Sequence[str],
+    width: str,
+    heads: str,
+    dropouts: Sequence[str],
+    activation: str,
+    flags: Sequence[str] = (),
+) -> None:
+    """The checks every model config shares, by field name: sizes are integers >= 1, width is divisible by heads,
+    dropouts lie in [0, 1), flags are True or False, the activation and attn_impl are known ones."""
+    for name in sizes:
+        check_size(name, getattr(config, name))
+    c, h = getattr(config, width), getattr(config, heads)
+    if c % h != 0:
+        raise ValueError(f"{width} must be divisible by {heads}, got {width}={c}, {heads}={h}")
+    for name in dropouts:
+        check_number(name, getattr(config, name), 0.0, 1.0, high_open=True, allowed="a number in [0, 1)")
+    for name in flags:
+        if not isinstance(getattr(config, name), bool):
+            raise TypeError(f"{name} must be True or False, got {getattr(config, name)!r}")
+    check_activation(getattr(config, activation))
+    check_attn_impl(config.attn_impl)
 
 
 def activation(name: str) -> nn.Module:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mini_llm.nn.attention import KVCache, MultiHeadAttention, check_attn_impl, padding_mask
-from mini_llm.nn.layers import MLP, EncoderLayer, check_activation, init_weights, sinusoidal_positions
+from mini_llm.nn.attention import KVCache, MultiHeadAttention, padding_mask
+from mini_llm.nn.layers import MLP, EncoderLayer, check_config, init_weights, sinusoidal_positions
 
 POSITIONS = ("sinusoidal", "learned")
 
@@ -46,28 +46,13 @@ class Seq2SeqConfig:
     attn_impl: str = "sdpa"  # "sdpa" (torch's fused kernel) or "math" (the explicit formula)
 
     def __post_init__(self) -> None:
-        for name in (
-            "src_vocab_size",
-            "tgt_vocab_size",
-            "block_size",
-            "d_model",
-            "n_head",
-            "d_ff",
-            "n_encoder_layers",
-            "n_decoder_layers",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.n_head != 0:
-            raise ValueError(f"d_model must be divisible by n_head, got d_model={self.d_model}, n_head={self.n_head}")
+        sizes = ("src_vocab_size", "tgt_vocab_size", "block_size", "d_model", "n_head", "d_ff", "n_encoder_layers",
+                 "n_decoder_layers")
+        check_config(self, sizes, "d_model", "n_head", ("dropout",), "activation")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
         if self.positions == "sinusoidal" and self.d_model % 2 != 0:
             raise ValueError(f"d_model must be even for sinusoidal positions, got {self.d_model}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        check_activation(self.activation)
-        check_attn_impl(self.attn_impl)
 
 
 @dataclass

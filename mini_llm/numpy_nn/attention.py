@@ -7,8 +7,10 @@ import math
 import numpy as np
 from numpy.typing import DTypeLike
 
+from mini_llm.helpers import is_int
+
 from . import functional as F
-from .layers import Linear
+from .layers import Linear, check_positive_int
 from .module import Module, require_cache
 
 
@@ -23,9 +25,8 @@ class MultiHeadSelfAttention(Module):
     def __init__(self, n_embd: int, n_head: int, causal: bool = True, init_std: float | None = None,
                  seed: int | np.random.Generator = 0, dtype: DTypeLike = np.float64) -> None:
         super().__init__()
-        if not isinstance(n_head, int) or n_head < 1:
-            raise ValueError(f"n_head must be a positive integer, got {n_head!r}")
-        if not isinstance(n_embd, int) or n_embd < 1 or n_embd % n_head:
+        check_positive_int("n_head", n_head)
+        if not is_int(n_embd) or n_embd < 1 or n_embd % n_head:
             raise ValueError(f"n_embd must be a positive integer divisible by n_head={n_head}, got {n_embd!r}")
         rng = np.random.default_rng(seed)
         self.n_embd, self.n_head, self.head_dim, self.causal = n_embd, n_head, n_embd // n_head, causal

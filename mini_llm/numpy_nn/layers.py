@@ -9,13 +9,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from mini_llm.helpers import check_int
+
 from . import functional as F
 from .module import Module, check_last_dim, check_token_ids, require_cache
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_positive_int(name: str, value: int) -> None:
+    """ValueError "{name} must be a positive integer, got ..." unless value is an integer >= 1."""
+    check_int(name, value, 1, allowed="a positive integer")
 
 
 class Linear(Module):
@@ -29,8 +31,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float | None = None,
                  seed: int | np.random.Generator = 0, dtype: DTypeLike = np.float64) -> None:
         super().__init__()
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("out_features", out_features)
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
         rng = np.random.default_rng(seed)
         self.in_features, self.out_features = in_features, out_features
         if init_std is None:
@@ -75,8 +77,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, init_std: float = 1.0,
                  seed: int | np.random.Generator = 0, dtype: DTypeLike = np.float64) -> None:
         super().__init__()
-        _check_positive_int("num_embeddings", num_embeddings)
-        _check_positive_int("embedding_dim", embedding_dim)
+        check_positive_int("num_embeddings", num_embeddings)
+        check_positive_int("embedding_dim", embedding_dim)
         rng = np.random.default_rng(seed)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.add_parameter("weight", rng.normal(0.0, init_std, size=(num_embeddings, embedding_dim)).astype(dtype))
@@ -101,7 +103,7 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_dim: int, eps: float = 1e-5, dtype: DTypeLike = np.float64) -> None:
         super().__init__()
-        _check_positive_int("normalized_dim", normalized_dim)
+        check_positive_int("normalized_dim", normalized_dim)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.normalized_dim, self.eps = normalized_dim, eps

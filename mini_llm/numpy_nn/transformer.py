@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import functional as F
 from .attention import MultiHeadSelfAttention
-from .layers import GELU, Embedding, LayerNorm, Linear
+from .layers import GELU, Embedding, LayerNorm, Linear, check_positive_int
 from .module import Module, check_token_ids, require_cache
 
 
@@ -86,9 +86,7 @@ class TinyGPT(Module):
                  dtype: DTypeLike = np.float64) -> None:
         super().__init__()
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(config, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+            check_positive_int(f"config.{name}", getattr(config, name))
         rng = np.random.default_rng(seed)
         self.config = config
         c, std = config, config.init_std

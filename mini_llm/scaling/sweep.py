@@ -25,13 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mini_llm import __version__
+from mini_llm import __version__, helpers
 from mini_llm.charlm import load_weights, prepare_data
 from mini_llm.nn import GPT
 from mini_llm.quant import CODEBOOKS, QuantizedLinear, quantize_model
@@ -130,15 +129,13 @@ def held_out_windows(tokens: torch.Tensor, block_size: int, n_windows: int = EVA
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 16) -> dict[str, float]:
     """Mean next-token cross-entropy (nats), perplexity and top-1 accuracy of model over all positions of (x, y)."""
-    was_training = model.training
-    model.eval()
     loss_sum, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size]).logits  # (B, T, V)
-        target = y[i : i + batch_size]  # (B, T)
-        loss_sum += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum").item()  # float32 sum
-        correct += int((logits.argmax(dim=-1) == target).sum())
-    model.train(was_training)
+    with helpers.eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i : i + batch_size]).logits  # (B, T, V)
+            target = y[i : i + batch_size]  # (B, T)
+            loss_sum += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum").item()  # float32 sum
+            correct += int((logits.argmax(dim=-1) == target).sum())
     loss = loss_sum / y.numel()
     return {"loss": loss, "perplexity": math.exp(loss), "accuracy": correct / y.numel()}
 
@@ -297,13 +294,10 @@ def run_sweep(
         f"{len(checkpoints) * len(configs) - n_runs} already in {path}")
     if not todo:
         return 0
-    previous = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    numba.set_num_threads(min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
     data = prepare_data()
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    try:
+    with helpers.threads(threads or os.cpu_count() or 1):  # Numba: at most NUMBA_NUM_THREADS
         with path.open("a", newline="", encoding="utf-8") as file, tqdm(
             total=n_runs, desc="sweep", disable=not progress
         ) as bar:
@@ -331,9 +325,6 @@ def run_sweep(
                     file.flush()
                     written += 1
                     bar.update(1)
-    finally:
-        torch.set_num_threads(previous[0])
-        numba.set_num_threads(previous[1])
     return written
 
 

@@ -20,14 +20,13 @@ from fractions import Fraction
 from functools import cache
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError, safe_open
 
+from mini_llm import helpers
 from mini_llm.charlm import CHECKPOINT_FILE, CONFIG_FILE, KEPT_WEIGHTS, CharGPTPreset, read_run_config, train_char_gpt
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.train import TrainerConfig
 
-CACHE_ENV = "MINI_LLM_CACHE"
 VOCAB_SIZE = 4620  # characters of the training split (<unk> included): for the plan only, training reads the data
 KEEP_FRACTIONS = (Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(1))  # weights kept at these budget shares
 LR_TIMES_WIDTH = 0.32  # peak learning rate = LR_TIMES_WIDTH / n_embd (5e-3 at width 64, 1.5e-3 at width 208)
@@ -145,18 +144,14 @@ def get_sizes(preset_set: str) -> tuple[ZooSize, ...]:
 
 
 def default_cache_dir() -> Path:
-    """$MINI_LLM_CACHE, else $XDG_CACHE_HOME/mini_llm, else ~/.cache/mini_llm."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "mini_llm"
+    """$MINI_LLM_CACHE, else $XDG_CACHE_HOME/mini_llm, else ~/.cache/mini_llm (``mini_llm.helpers.cache_root``)."""
+    return helpers.cache_root()
 
 
 def zoo_dir(cache_dir: str | os.PathLike | None = None, preset_set: str = "main") -> Path:
     """The directory holding the run directories of a preset set."""
     get_sizes(preset_set)
-    root = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-    return root / "zoo" / preset_set
+    return helpers.cache_root(cache_dir) / "zoo" / preset_set
 
 
 @dataclass(frozen=True)
@@ -205,8 +200,7 @@ def plan(
         available = tuple(size for size in available if size.name in set(sizes))
     if seeds is not None:
         for seed in seeds:
-            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-                raise ValueError(f"seeds must be integers in [0, 2**63 - 1], got {seed!r}")
+            helpers.check_seed(seed, "seeds")
     return [ZooJob(preset_set, size, seed) for size in available for seed in (size.seeds if seeds is None else seeds)]
 
 
@@ -273,11 +267,8 @@ def train_zoo(
 ) -> list[Path]:
     """Train every job not done yet (finished jobs are skipped, interrupted ones resume); return the run directories."""
     say = log or (lambda message: None)
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     runs = []
-    try:
+    with helpers.threads(threads, libraries=("torch",)):
         for i, job in enumerate(jobs, 1):
             status = job_status(job, cache_dir)
             if status == "done":
@@ -293,8 +284,6 @@ def train_zoo(
             say(f"[{i}/{len(jobs)}] {job.name}: {summary['steps']} steps, validation perplexity "
                 f"{summary['val_perplexity']:.1f}, {summary['seconds_this_session']:.0f} s "
                 f"({speed / 1e3:.1f}k tokens/s)")
-    finally:
-        torch.set_num_threads(previous)
     return runs
 
 

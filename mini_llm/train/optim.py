@@ -13,16 +13,9 @@ from typing import Any
 
 import torch
 
+from mini_llm.helpers import check_number
+
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
-
-
-def _check_number(name: str, value: float, low: float, high: float, *, low_open: bool, high_open: bool) -> None:
-    """Raise ValueError unless value is a finite number in the given interval."""
-    left, right = ("(" if low_open else "["), (")" if high_open else "]")
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}")
 
 
 class SGD(torch.optim.Optimizer):
@@ -37,9 +30,9 @@ class SGD(torch.optim.Optimizer):
     def __init__(
         self, params: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False
     ) -> None:
-        _check_number("lr", lr, 0.0, math.inf, low_open=False, high_open=True)
-        _check_number("momentum", momentum, 0.0, 1.0, low_open=False, high_open=True)
-        _check_number("weight_decay", weight_decay, 0.0, math.inf, low_open=False, high_open=True)
+        check_number("lr", lr, 0.0, math.inf, high_open=True)
+        check_number("momentum", momentum, 0.0, 1.0, high_open=True)
+        check_number("weight_decay", weight_decay, 0.0, math.inf, high_open=True)
         if nesterov and momentum == 0:
             raise ValueError(f"nesterov=True needs momentum in (0, 1), got momentum={momentum!r}")
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
@@ -96,13 +89,13 @@ class Adam(torch.optim.Optimizer):
         decoupled_weight_decay: bool = False,
         bias_correction: bool = True,
     ) -> None:
-        _check_number("lr", lr, 0.0, math.inf, low_open=False, high_open=True)
+        check_number("lr", lr, 0.0, math.inf, high_open=True)
         if not isinstance(betas, tuple | list) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check_number("betas[0]", betas[0], 0.0, 1.0, low_open=False, high_open=True)
-        _check_number("betas[1]", betas[1], 0.0, 1.0, low_open=False, high_open=True)
-        _check_number("eps", eps, 0.0, math.inf, low_open=True, high_open=True)
-        _check_number("weight_decay", weight_decay, 0.0, math.inf, low_open=False, high_open=True)
+        check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
+        check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
+        check_number("eps", eps, 0.0, math.inf, low_open=True, high_open=True)
+        check_number("weight_decay", weight_decay, 0.0, math.inf, high_open=True)
         defaults = {
             "lr": lr,
             "betas": tuple(betas),

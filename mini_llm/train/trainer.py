@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mini_llm.helpers import check_choice, check_int, eval_mode
 from mini_llm.train.batches import BatchFn
 from mini_llm.train.checkpoint import check_model_state, check_optimizer_state, read_checkpoint, save_checkpoint
 from mini_llm.train.clipping import clip_grad_norm
@@ -50,13 +51,12 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "eval_batches"):
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1, kinds=int)
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
-            _check_int(name, getattr(self, name), 0)
+            check_int(name, getattr(self, name), 0, kinds=int)
         if self.decay_steps is not None:
-            _check_int("decay_steps", self.decay_steps, 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            check_int("decay_steps", self.decay_steps, 1, kinds=int)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not (isinstance(self.grad_clip, int | float) and self.grad_clip >= 0):
             raise ValueError(f"grad_clip must be a number >= 0 (0 = no clipping), got {self.grad_clip!r}")
         if self.warmup_steps > self.resolved_decay_steps:
@@ -91,12 +91,6 @@ class TrainerConfig:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    """Raise ValueError unless value is an integer >= low."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -211,8 +205,6 @@ class Trainer:
         """Mean loss over ``eval_batches`` evaluation batches (the same ones every time) and perplexity = exp(loss)."""
         if self.eval_batch is None:
             raise ValueError("evaluate() needs an eval_batch source; pass eval_batch=... to the Trainer")
-        was_training = self.model.training
-        self.model.eval()
         generator = torch.Generator().manual_seed(self.config.seed + 1)
         fixed = {
             name: torch.Generator(self.device if name == "cuda" else "cpu")
@@ -220,12 +212,11 @@ class Trainer:
             .get_state()
             for name in self.model_rng
         }  # in case the model draws random numbers in eval mode
-        with self._global_rng(fixed, keep=False):
+        with eval_mode(self.model), self._global_rng(fixed, keep=False):
             losses = [
                 self.loss_fn(self.model, *self._batch(self.eval_batch, generator)).item()
                 for _ in range(self.config.eval_batches)
             ]
-        self.model.train(was_training)
         loss = math.fsum(losses) / len(losses)
         return {"loss": loss, "perplexity": math.exp(loss)}
 
