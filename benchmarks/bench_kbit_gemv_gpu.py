@@ -169,7 +169,7 @@ def gemv_rows(args: argparse.Namespace, bandwidth: float) -> list[dict[str, Any]
 
 def tokens_per_second(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> float:
     """Greedy batch-1 tokens/s of generate() with the KV cache (after one untimed warm-up run)."""
-    from mini_llm.generate import generate
+    from mini_llm.generation import generate
 
     generate(model, prompt, 8, greedy=True)  # compiles and autotunes the kernels
     synchronize()

@@ -27,7 +27,7 @@ from common import (
     positive_int,
 )
 
-from mini_llm.generate import generate
+from mini_llm.generation import generate
 from mini_llm.helpers import threads
 from mini_llm.nn import GPT, GPTConfig
 
@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def mini_llm_generate(model: GPT, prompt: torch.Tensor, n: int, use_cache: bool) -> torch.Tensor:
-    """Greedy decoding of n tokens with mini_llm.generate; returns (1, T + n)."""
+    """Greedy decoding of n tokens with mini_llm.generation; returns (1, T + n)."""
     return generate(model, prompt, n, greedy=True, use_cache=use_cache)
 
 

@@ -4,6 +4,7 @@
   an error that names the argument and the allowed values: ``"{name} must be {allowed}, got {value!r}"``.
   ``is_int`` / ``is_number`` are the tests behind them (a bool is neither, numpy scalars are both).
 - ``threads(n)``: run a block with n torch threads and n Numba threads (at most NUMBA_NUM_THREADS), restoring both.
+- ``check_device(device)``: the torch.device a model can run on, or a ValueError naming the device.
 - ``eval_mode(model)``: run a block with the model in eval mode, restoring every submodule's training flag.
 - ``cache_root()``: where runs and models are cached, ``$MINI_LLM_CACHE``, else ``$XDG_CACHE_HOME/mini_llm``,
   else ``~/.cache/mini_llm``.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 CACHE_ENV = "MINI_LLM_CACHE"  # the cache root, when set
@@ -184,3 +186,17 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "mini_llm"
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device if a tensor can be put there; ValueError naming it otherwise."""
+    import torch
+
+    try:
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError, TypeError) as error:
+        raise ValueError(f"device {str(device)!r} is not usable here ({error}); try 'cpu'") from error
+    if resolved.type == "meta":
+        raise ValueError(f"device {str(device)!r} holds shapes but no data, so a model cannot run there; try 'cpu'")
+    return resolved

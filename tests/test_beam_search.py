@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from mini_llm.generate import beam_search_seq2seq, generate_seq2seq
+from mini_llm.generation import beam_search_seq2seq, generate_seq2seq
 from mini_llm.nn import Seq2SeqConfig, Seq2SeqTransformer
 
 BOS = 0

@@ -7,7 +7,7 @@ import torch
 from test_beam_search import BOS, tiny_model
 
 from mini_llm.data.pinyin import PinyinPair, reading_counts, syllable_accuracy
-from mini_llm.generate import batched_beam_search_seq2seq, beam_search_seq2seq, generate_seq2seq
+from mini_llm.generation import batched_beam_search_seq2seq, beam_search_seq2seq, generate_seq2seq
 from mini_llm.train.seq2seq import PairBatches, sequence_log_probs
 
 
@@ -122,7 +122,7 @@ def test_syllable_accuracy_compares_position_by_position():
 
 
 def test_stable_top_k_is_a_stable_sort_cut_to_k():
-    from mini_llm.generate import _stable_top_k
+    from mini_llm.generation.beam import _stable_top_k
 
     generator = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 4, (50, 12), generator=generator).double()  # many ties, also at the cut

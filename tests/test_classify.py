@@ -7,9 +7,10 @@ import pytest
 from sklearn import naive_bayes as sklearn_nb
 from sklearn.feature_extraction import text as sklearn_text
 
-from mini_llm.classify import CharNGramNaiveBayes, accuracy_interval
-from mini_llm.classify.naive_bayes import char_ngrams
 from mini_llm.data import load_reviews
+from mini_llm.evaluation import accuracy_interval
+from mini_llm.tasks.classify import CharNGramNaiveBayes
+from mini_llm.tasks.classify.naive_bayes import char_ngrams
 
 
 def test_char_ngrams_collapse_white_space():

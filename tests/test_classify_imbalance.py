@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mini_llm.classify import (
+from mini_llm.tasks.classify import (
     CharNGramNaiveBayes,
     EncoderSize,
     FineTuneConfig,

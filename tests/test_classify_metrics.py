@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from mini_llm.classify import bootstrap_macro_f1_interval, classification_metrics, confusion_matrix, macro_f1
+from mini_llm.evaluation import bootstrap_macro_f1_interval, classification_metrics, confusion_matrix, macro_f1
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mini_llm.classify import (
+from mini_llm.data import CharTokenizer
+from mini_llm.tasks.classify import (
     FineTuneConfig,
     MaskedWindows,
     SpecialVocabulary,
@@ -25,12 +26,11 @@ from mini_llm.classify import (
     train_run,
     write_eval,
 )
-from mini_llm.classify.finetune import linear_warmup_decay
-from mini_llm.classify.hf_tokenizer import SPECIAL_TOKENS, HFEncoder
-from mini_llm.classify.mlm import IGNORE, CharEncoder
-from mini_llm.classify.presets import get_preset
-from mini_llm.classify.runs import default_run_dir, review_split
-from mini_llm.data import CharTokenizer
+from mini_llm.tasks.classify.finetune import linear_warmup_decay
+from mini_llm.tasks.classify.hf_tokenizer import SPECIAL_TOKENS, HFEncoder
+from mini_llm.tasks.classify.mlm import IGNORE, CharEncoder
+from mini_llm.tasks.classify.presets import get_preset
+from mini_llm.tasks.classify.runs import default_run_dir, review_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,18 +13,17 @@ import pytest
 import torch
 from cli_runner import run_main
 
-from mini_llm import charlm
-from mini_llm.charlm import (
+from mini_llm.cli import main
+from mini_llm.data import load_people_daily, prepare_data
+from mini_llm.tasks import charlm
+from mini_llm.tasks.charlm import (
     CharGPTPreset,
     get_preset,
     load_char_gpt,
-    prepare_data,
     read_history,
     read_run_config,
     train_char_gpt,
 )
-from mini_llm.cli import main
-from mini_llm.data import load_people_daily
 from mini_llm.train import Trainer, TrainerConfig
 
 RUN_FILES = ("checkpoint.safetensors", "tokenizer.json", "config.json", "history.csv")
@@ -196,7 +195,7 @@ def test_sampling_flags_are_passed_on(run_dir, capsys):
 
 
 def test_decoding_writes_every_strategy_for_the_same_prompts(run_dir, tmp_path, capsys):
-    from mini_llm.decoding import STRATEGIES, read_result
+    from mini_llm.tasks.decoding import STRATEGIES, read_result
 
     out, _ = run_dir
     path = tmp_path / "decoding.json"

@@ -78,7 +78,7 @@ def test_missing_checkpoint(tmp_path, trained):
 
 
 def test_imbalance_sweep(tmp_path):
-    from mini_llm.classify.imbalance_sweep import read_imbalance
+    from mini_llm.tasks.classify.imbalance_sweep import read_imbalance
 
     out_file = tmp_path / "imbalance.json"
     argv = ["classify", "imbalance", "--preset", "tiny", "--ratios", "4", "--out", str(out_file), "--no-progress"]

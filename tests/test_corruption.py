@@ -22,14 +22,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from mini_llm.charlm import gpt_config_from_dict, load_char_gpt, load_weights, read_history, train_char_gpt
-from mini_llm.classify.imbalance_sweep import read_imbalance, write_imbalance
-from mini_llm.classify.runs import evaluate_run, load_classifier, read_eval, train_run, write_eval
-from mini_llm.decoding import read_result, write_result
 from mini_llm.nn import GPT
 from mini_llm.quant import load_quantized, quantize, save_quantized
 from mini_llm.scaling.analysis import load_results
+from mini_llm.tasks.charlm import load_char_gpt, read_history, train_char_gpt
+from mini_llm.tasks.classify.evaluate import evaluate_run, load_classifier, read_eval, write_eval
+from mini_llm.tasks.classify.imbalance_sweep import read_imbalance, write_imbalance
+from mini_llm.tasks.classify.runs import train_run
+from mini_llm.tasks.decoding import read_result, write_result
 from mini_llm.train import Trainer
+from mini_llm.train.checkpoint import gpt_config_from_dict, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ("质量很好，物流也快", "太差了，不会再买", "一般")

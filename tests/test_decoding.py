@@ -1,4 +1,4 @@
-"""mini_llm.decoding: held-out prompts, batched continuations, their log-probabilities and the result file."""
+"""mini_llm.tasks.decoding: held-out prompts, batched continuations, their log-probabilities and the result file."""
 
 import json
 import math
@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from mini_llm.data import CharTokenizer, load_people_daily
-from mini_llm.decoding import (
+from mini_llm.generation import generate
+from mini_llm.nn import GPT, GPTConfig
+from mini_llm.tasks.decoding import (
     STRATEGIES,
     DecodingStrategy,
     continuation_log_probs,
@@ -21,9 +23,7 @@ from mini_llm.decoding import (
     read_result,
     write_result,
 )
-from mini_llm.generate import generate
-from mini_llm.nn import GPT, GPTConfig
-from mini_llm.retrieval import char_ngram_set
+from mini_llm.tasks.retrieval import char_ngram_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

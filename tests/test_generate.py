@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mini_llm.generate import generate, generate_seq2seq, sample_next_token, top_k_filter, top_p_filter
+from mini_llm.generation import generate, generate_seq2seq, sample_next_token, top_k_filter, top_p_filter
 from mini_llm.nn import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

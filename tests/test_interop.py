@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from mini_llm.generate import generate
+from mini_llm.generation import generate
 from mini_llm.interop import (
     MINILM_DISTRIBUTION,
     MINILM_FILES,

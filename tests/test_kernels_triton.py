@@ -167,7 +167,7 @@ def test_interpreted_dispatch_sends_cuda_tensors_to_triton(triton_dispatch):
 @needs_triton
 @interpreted
 def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, monkeypatch):
-    from mini_llm.generate import generate
+    from mini_llm.generation import generate
     from mini_llm.nn import GPT, GPTConfig
 
     calls = []

@@ -8,7 +8,7 @@ import pytest
 import sacrebleu
 from nltk.translate import bleu_score
 
-from mini_llm.metrics import (
+from mini_llm.evaluation.text import (
     char_f1,
     character_accuracy,
     character_error_rate,

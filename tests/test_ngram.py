@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mini_llm.ngram import UNKNOWN_CHAR, NGramLanguageModel, absolute_discount
+from mini_llm.tasks.ngram import UNKNOWN_CHAR, NGramLanguageModel, absolute_discount
 
 TEXT = "人民日报社论：迈向充满希望的新世纪。新世纪充满希望，人民充满信心。"
 

@@ -1,12 +1,12 @@
-"""mini_llm.qa: cloze questions from tagged paragraphs, candidates and answerers."""
+"""mini_llm.tasks.qa: cloze questions from tagged paragraphs, candidates and answerers."""
 
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from mini_llm.ngram import NGramLanguageModel
-from mini_llm.qa import (
+from mini_llm.tasks.ngram import NGramLanguageModel
+from mini_llm.tasks.qa import (
     BLANK,
     ClozeQuestion,
     answer_by_frequency,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rank_bm25
 
-from mini_llm.retrieval import BM25, char_bigrams, char_tokens
+from mini_llm.tasks.retrieval import BM25, char_bigrams, char_tokens
 
 CORPUS = [
     "人民日报发表评论文章",
@@ -18,7 +18,7 @@ CORPUS = [
 
 
 def reference_scores(docs: list[list[str]], query: list[str], k1: float, b: float, idf: str) -> list[float]:
-    """Okapi BM25 written out term by term (plain Python floats), independent of mini_llm.retrieval."""
+    """Okapi BM25 written out term by term (plain Python floats), independent of mini_llm.tasks.retrieval."""
     N = len(docs)
     avgdl = sum(len(d) for d in docs) / N
     scores = []

@@ -14,11 +14,13 @@ import torch.nn.functional as F
 from cli_runner import run_main
 from safetensors.torch import load_file
 
-from mini_llm.charlm import load_weights, prepare_data, train_char_gpt
+from mini_llm.data import prepare_data
 from mini_llm.nn import GPT
 from mini_llm.quant import count_quantized
 from mini_llm.scaling import analysis, sweep, zoo
+from mini_llm.tasks.charlm import train_char_gpt
 from mini_llm.train import Trainer
+from mini_llm.train.checkpoint import load_weights
 
 TEST_SIZE = "1x16"
 

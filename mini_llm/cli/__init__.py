@@ -9,6 +9,7 @@ Modules: ``app`` (the parser and ``main``), ``guard`` (errors and Ctrl-C -> one 
 ``char_gpt``, ``scaling``, ``classify``. Building the parser imports no torch, transformers or numba: each handler
 imports what it runs, so ``mini-llm --help`` and ``--version`` answer at once. No module below ``mini_llm.cli``
 imports it.
+May import: every room of mini_llm (the top floor).
 """
 
 from mini_llm.cli.app import build_parser, main

@@ -128,21 +128,21 @@ def comma_list(item: ArgumentType) -> Callable[[str], tuple]:
 
 
 def _char_preset(text: str) -> str:
-    from mini_llm.charlm import get_preset
+    from mini_llm.tasks.charlm import get_preset
 
     get_preset(text)
     return text
 
 
 def _classify_preset(text: str) -> str:
-    from mini_llm.classify import get_preset
+    from mini_llm.tasks.classify import get_preset
 
     get_preset(text)
     return text
 
 
 def classify_models() -> Sequence[str]:
-    from mini_llm.classify import MODELS
+    from mini_llm.tasks.classify import MODELS
 
     return MODELS
 
@@ -171,9 +171,9 @@ def _fraction(text: str) -> object:
     return parse_fraction(text)
 
 
-char_preset = package_type(_char_preset)  # a preset of mini_llm.charlm.PRESETS
-classify_preset = package_type(_classify_preset)  # a preset of mini_llm.classify.PRESETS
-classify_model = one_of(classify_models)  # a model of mini_llm.classify.MODELS
+char_preset = package_type(_char_preset)  # a preset of mini_llm.tasks.charlm.PRESETS
+classify_preset = package_type(_classify_preset)  # a preset of mini_llm.tasks.classify.PRESETS
+classify_model = one_of(classify_models)  # a model of mini_llm.tasks.classify.MODELS
 codebook = one_of(_codebooks, "codebooks")  # a codebook of mini_llm.quant
 embedding = one_of(_embeddings, "embedding")  # how the sweep stores the tied embedding
 blocksize = package_type(_blocksize)  # 'tensor' or a power of two in 32..4096
@@ -196,13 +196,13 @@ def yes_no(text: str) -> bool:
 
 def char_preset_help() -> str:
     """One line per char-GPT preset, for --help."""
-    from mini_llm.charlm import PRESETS
+    from mini_llm.tasks.charlm import PRESETS
 
     return "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
 
 
 def classify_preset_help() -> str:
     """One line per classifier preset, for --help."""
-    from mini_llm.classify import PRESETS
+    from mini_llm.tasks.classify import PRESETS
 
     return "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())

@@ -72,7 +72,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm train``: train, then print the final losses and where the files went."""
-    from mini_llm.charlm import (
+    from mini_llm.tasks.charlm import (
         CHECKPOINT_FILE,
         CONFIG_FILE,
         HISTORY_FILE,
@@ -111,7 +111,7 @@ def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
 
 def run_generate(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm generate``: load a run directory and print the prompt with its continuation."""
-    from mini_llm.charlm import generate_text, load_char_gpt, unknown_characters
+    from mini_llm.tasks.charlm import generate_text, load_char_gpt, unknown_characters
 
     model, tokenizer = load_char_gpt(args.checkpoint, device=args.device)
     unknown = unknown_characters(tokenizer, args.prompt)
@@ -129,8 +129,8 @@ def run_generate(args: argparse.Namespace, invocation: Invocation) -> int:
 
 def run_decoding(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm decoding``: every strategy's continuations of the same held-out prompts, written as JSON."""
-    from mini_llm.charlm import load_char_gpt
-    from mini_llm.decoding import evaluate_decoding, perplexity, write_result
+    from mini_llm.tasks.charlm import load_char_gpt
+    from mini_llm.tasks.decoding import evaluate_decoding, perplexity, write_result
 
     with threads(args.threads, libraries=("torch",)):
         model, tokenizer = load_char_gpt(args.checkpoint)

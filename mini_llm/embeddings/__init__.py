@@ -1,4 +1,7 @@
-"""Word embeddings: word2vec (skip-gram, negative sampling) and GloVe, trained by Numba kernels, and their scores."""
+"""Word embeddings: word2vec (skip-gram, negative sampling) and GloVe, trained by Numba kernels, and their scores.
+
+May import: helpers, data (and numpy, Numba). Never nn, train, tasks, evaluation, scaling or cli.
+"""
 
 from mini_llm.embeddings.cooccurrence import Cooccurrence, count_cooccurrences
 from mini_llm.embeddings.evaluation import (

@@ -2,6 +2,7 @@
 
 transformers is imported only inside the functions that need it; loading MiniLM needs only safetensors and
 tokenizers. Nothing here downloads: models come from memory or from local files.
+May import: helpers, nn. Never train, tasks, evaluation, scaling or cli.
 """
 
 from mini_llm.interop.bert import BERT_NAME_MAP, bert_config_from_hf, bert_from_hf, bert_state_from_hf

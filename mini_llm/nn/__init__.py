@@ -1,4 +1,7 @@
-"""Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function."""
+"""Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function.
+
+May import: helpers (and torch). Never data, train, generation, tasks, evaluation, scaling or cli.
+"""
 
 from mini_llm.nn.attention import ATTN_IMPLS, MultiHeadAttention, attention, causal_mask, padding_mask
 from mini_llm.nn.bert import (

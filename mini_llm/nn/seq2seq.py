@@ -6,7 +6,7 @@ as in the paper) or before it (pre-LN, ``norm_first=True``, with a final LayerNo
 Embeddings are multiplied by √d_model and added to sinusoidal or learned positions.
 
 ``encode`` runs the encoder once; ``decode`` runs the decoder and takes a KV cache of its self-attention
-(``past_key_values``), so ``mini_llm.generate`` can decode one token at a time.
+(``past_key_values``), so ``mini_llm.generation`` can decode one token at a time.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Pure-numpy layers with an explicit forward AND backward, a tiny GPT built from them, and a gradient check."""
+"""Pure-numpy layers with an explicit forward AND backward, a tiny GPT built from them, and a gradient check.
+
+May import: helpers (and numpy). Never torch models, train, tasks, evaluation, scaling or cli.
+"""
 
 from .attention import MultiHeadSelfAttention
 from .functional import (

@@ -31,11 +31,12 @@ from torch import nn
 from tqdm import tqdm
 
 from mini_llm import __version__, helpers
-from mini_llm.charlm import load_weights, prepare_data
+from mini_llm.data import prepare_data
 from mini_llm.nn import GPT
 from mini_llm.quant import CODEBOOKS, QuantizedLinear, quantize_model
 from mini_llm.quant.checks import check_bits, check_blocksize
 from mini_llm.scaling.zoo import ZooCheckpoint
+from mini_llm.train.checkpoint import load_weights
 
 BASELINE_BITS = 16  # the unquantized reference: every parameter in float16
 EMBEDDINGS = ("quantized", "16bit")  # the tied embedding / LM head matrix: quantized like the linear layers, or not

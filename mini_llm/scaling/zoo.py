@@ -1,6 +1,6 @@
 """The model zoo: char-level GPTs of several sizes on People's Daily, one recipe, cached outside the repository.
 
-Every model is a ``mini_llm.charlm`` run (tied input/output embeddings, context 128, AdamW, warm-up + cosine)
+Every model is a ``mini_llm.tasks.charlm`` run (tied input/output embeddings, context 128, AdamW, warm-up + cosine)
 trained for the same number of tokens; only the width, depth and seed change. Run directories live in
 ``<cache>/zoo/<preset set>/<size>-seed<seed>/`` and hold the charlm files plus the weights kept at 1/8, 1/4, 1/2
 and all of the token budget (``weights_step<NNNNNN>.safetensors``), which the sweep quantizes. The cache is
@@ -23,8 +23,15 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from mini_llm import helpers
-from mini_llm.charlm import CHECKPOINT_FILE, CONFIG_FILE, KEPT_WEIGHTS, CharGPTPreset, read_run_config, train_char_gpt
 from mini_llm.nn import GPT, GPTConfig
+from mini_llm.tasks.charlm import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    KEPT_WEIGHTS,
+    CharGPTPreset,
+    read_run_config,
+    train_char_gpt,
+)
 from mini_llm.train import TrainerConfig
 
 VOCAB_SIZE = 4620  # characters of the training split (<unk> included): for the plan only, training reads the data

@@ -1,7 +1,21 @@
-"""Training: SGD and Adam written out, a learning-rate schedule, gradient clipping, a trainer, checkpoints."""
+"""Training: SGD and Adam written out, a learning-rate schedule, gradient clipping, a trainer, checkpoints.
+
+Holds the optimisers, schedules, batch sources, the ``Trainer`` (any model with a loss), and the checkpoint room
+(``train.checkpoint``: training checkpoints and GPT weights files, read and written with checks). Every reader of a
+checkpoint or weights file goes through ``train.checkpoint``.
+May import: helpers, atomic, jsonfiles, nn. Never tasks, evaluation, scaling or cli.
+"""
 
 from mini_llm.train.batches import BatchFn, TokenBatches, random_batch
-from mini_llm.train.checkpoint import Checkpoint, check_finite, load_model_weights, read_checkpoint, save_checkpoint
+from mini_llm.train.checkpoint import (
+    Checkpoint,
+    check_finite,
+    load_model_weights,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 from mini_llm.train.clipping import clip_grad_norm
 from mini_llm.train.optim import SGD, Adam
 from mini_llm.train.schedule import WarmupCosineSchedule, lr_at
@@ -21,11 +35,13 @@ __all__ = [
     "check_finite",
     "clip_grad_norm",
     "load_model_weights",
+    "load_weights",
     "lr_at",
     "next_token_loss",
     "pad_sequences",
     "random_batch",
     "read_checkpoint",
     "save_checkpoint",
+    "save_weights",
     "seq2seq_loss",
 ]

@@ -6,22 +6,30 @@ Layout of the tensors (no pickle anywhere):
 - ``rng.<name>``                      random-generator states (uint8 tensors from ``get_state()``)
 The metadata key ``mini_llm`` holds JSON: the format tag, the optimizer's parameter groups and its non-tensor
 state (step counts), and whatever the caller adds (the trainer's config, step and history).
+
+A weights file (``save_weights`` / ``load_weights``) holds a GPT's weights alone (tied tensors once) and, under the
+same metadata key, its GPTConfig and the caller's JSON info: the char-GPT runs keep them at chosen steps, and the
+scaling sweeps read them back. ``gpt_config_from_dict`` checks a GPTConfig saved as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mini_llm.atomic import read_safetensors, write_safetensors
+from mini_llm.helpers import check_device
+from mini_llm.nn.gpt import GPT, GPTConfig
 
 FORMAT = "mini_llm.train.checkpoint/1"
 META_KEY = "mini_llm"
+WEIGHTS_FORMAT = "mini_llm.charlm.weights/1"  # the tag of weights files (named when they were written by charlm)
+MAX_PARAMS = 10**9  # the most parameters a saved GPT may ask for (char-GPT presets: up to ~11 M): 4 GB in float32
 
 
 @dataclass
@@ -220,3 +228,41 @@ def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch
     check_model_state(model, state, repr(str(path)))
     model.load_state_dict(state)
     return model
+
+
+def save_weights(model: GPT, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
+    """Write the model's weights alone (tied tensors once) to a safetensors file, atomically, with JSON ``info``."""
+    metadata = {"mini_llm": json.dumps({"format": WEIGHTS_FORMAT, "model": asdict(model.config)}
+                                       | (info or {}))}
+    return write_safetensors(path, unique_tensors(model), metadata)
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """The model (eval mode) and the JSON info of a file written by ``save_weights``; ValueError if it is not one."""
+    path = Path(path)
+    what = "a weights file written by mini_llm.train.checkpoint.save_weights"
+    tensors, metadata = read_safetensors(path, what)
+    try:
+        info = json.loads(metadata["mini_llm"])
+        model = GPT(gpt_config_from_dict(info["model"], path))
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{path} is not {what}: {error}") from error
+    load_unique_tensors(model, tensors, path)
+    return model.to(check_device(device)).eval(), info
+
+
+def gpt_config_from_dict(values: object, source: str | os.PathLike) -> GPTConfig:
+    """A GPTConfig from the JSON dict saved with a run or weights file; ValueError naming ``source`` when a field is
+    missing, unknown, of the wrong type, or the model would exceed MAX_PARAMS parameters."""
+    names = {f.name for f in fields(GPTConfig)}
+    if not isinstance(values, dict) or not set(values) <= names:
+        raise ValueError(f"{source}: 'model' must hold GPTConfig fields {sorted(names)}, got {str(values)[:200]}")
+    try:
+        config = GPTConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: invalid model config: {error}") from error
+    if config.param_count() > MAX_PARAMS:
+        raise ValueError(f"{source}: the model config asks for {config.param_count():.3g} parameters, more than the "
+                         f"{MAX_PARAMS:.0e} a char-level GPT of mini_llm may have (a damaged or foreign file?)")
+    return config
+

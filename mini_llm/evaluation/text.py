@@ -7,7 +7,7 @@
 - Question answering: exact match and character F1 after normalisation, as in the SQuAD script (Rajpurkar et al.,
   2016) and its Chinese version for CMRC 2018, which compares characters instead of words.
 
-Classification metrics (accuracy, macro F1, confusion matrix) live in ``mini_llm.classify.metrics``.
+Classification metrics (accuracy, macro F1, confusion matrix) live in ``mini_llm.evaluation.classification``.
 """
 
 from __future__ import annotations

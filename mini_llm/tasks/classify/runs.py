@@ -1,4 +1,4 @@
-"""Train, save, load and evaluate the three review classifiers; one run directory per trained model.
+"""Train and save the three review classifiers; one run directory per trained model (read back by ``evaluate``).
 
 A run directory holds ``run.json`` (format, model, preset, seed, timings, histories; written last, so a run
 without it is incomplete) and the model's files, all safetensors or JSON (no pickle):
@@ -13,9 +13,9 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +23,21 @@ import numpy as np
 import torch
 
 from mini_llm import __version__
-from mini_llm.atomic import read_safetensors, write_safetensors, write_text_atomic
-from mini_llm.classify.finetune import fine_tune, predict_logits
-from mini_llm.classify.hf_bert import hf_bert_classifier
-from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
-from mini_llm.classify.metrics import classification_metrics
-from mini_llm.classify.mlm import CharEncoder, MaskedWindows, SpecialVocabulary, masked_lm_loss
-from mini_llm.classify.naive_bayes import CharNGramNaiveBayes
-from mini_llm.classify.presets import ClassifyPreset, check_model, get_preset
-from mini_llm.classify.text_data import Encoder, TextClassificationDataset, make_loader
-from mini_llm.data import CharTokenizer, load_people_daily, load_reviews
+from mini_llm.atomic import write_safetensors, write_text_atomic
+from mini_llm.data import load_people_daily, load_reviews
 from mini_llm.helpers import cache_root
-from mini_llm.jsonfiles import Schema, check_schema, read_format_json, read_json
-from mini_llm.train.checkpoint import load_unique_tensors, unique_tensors
+from mini_llm.jsonfiles import Schema, check_schema, read_format_json
+from mini_llm.tasks.classify.finetune import fine_tune
+from mini_llm.tasks.classify.hf_bert import hf_bert_classifier
+from mini_llm.tasks.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
+from mini_llm.tasks.classify.mlm import CharEncoder, MaskedWindows, SpecialVocabulary, masked_lm_loss
+from mini_llm.tasks.classify.naive_bayes import CharNGramNaiveBayes
+from mini_llm.tasks.classify.presets import ClassifyPreset, check_model, get_preset
+from mini_llm.tasks.classify.text_data import Encoder, TextClassificationDataset, make_loader
+from mini_llm.train.checkpoint import unique_tensors
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "mini_llm.classify.run/1"
-EVAL_FORMAT = "mini_llm.classify.eval/1"
 SPLITS = ("validation", "test")
 PRETRAIN_HELDOUT = 0.05  # the last 5% of People's Daily paragraphs measure the pre-training loss
 NB_ARRAYS, NGRAMS_FILE, BERT_CONFIG_FILE = "naive_bayes.safetensors", "ngrams.json", "bert_config.json"
@@ -53,17 +51,6 @@ RUN_SCHEMA: Schema = {
     "selection?": CURVE, "chosen?": {"n_max": int, "alpha": float}, "ngrams?": int, "history?": CURVE,
     "vocab_size?": int, "pretrain_seconds?": float, "pretrain_history?": CURVE, "parameters?": int,
 }
-# What an evaluation written by write_eval holds; its per-example lists have metrics.n entries.
-EVAL_SCHEMA: Schema = {
-    "command": (str, None), "model": str, "preset": str, "seed": int, "split": str, "predict_seconds": float,
-    "metrics": {"n": int, "accuracy": dict, "macro_f1": dict, "per_class": [dict], "confusion_matrix": [[int]]},
-    "training": {key.removesuffix("?") + "?": kind for key, kind in RUN_SCHEMA.items() if key.removesuffix("?") in (
-        "seconds", "pretrain_seconds", "torch_threads", "cpu_count", "machine", "n_train", "parameters", "vocab_size",
-        "ngrams", "chosen")},
-    "curves": {"history?": CURVE, "pretrain_history?": CURVE, "selection?": CURVE},
-    "predictions": [int], "positive_probability": [float],
-}
-NGRAMS_SCHEMA: Schema = {"n_min": int, "n_max": int, "alpha": float, "ngrams": [str]}
 Log = Callable[[str], None]
 
 
@@ -78,30 +65,6 @@ def review_split(name: str, max_size: int | None = None) -> tuple[tuple[str, ...
         raise ValueError(f"split must be one of train, {', '.join(SPLITS)}; got {name!r}")
     part = getattr(load_reviews(), name)
     return part.texts[:max_size], part.labels[:max_size]
-
-
-class NaiveBayesPredictor:
-    """predict_proba for a fitted CharNGramNaiveBayes."""
-
-    def __init__(self, model: CharNGramNaiveBayes) -> None:
-        self.model = model
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, C) class probabilities."""
-        return np.exp(self.model.predict_log_proba(list(texts)))
-
-
-class TorchPredictor:
-    """predict_proba for a BERT classifier and its encode function."""
-
-    def __init__(self, model: torch.nn.Module, encode: Encoder, batch_size: int = 128) -> None:
-        self.model, self.encode, self.batch_size = model, encode, batch_size
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, C) class probabilities (softmax of the logits), computed in eval mode."""
-        dataset = TextClassificationDataset(texts, [0] * len(texts))
-        logits, _, _ = predict_logits(self.model, make_loader(dataset, self.encode, self.batch_size))
-        return logits.softmax(-1).double().numpy()  # (N, C)
 
 
 def select_naive_bayes(
@@ -135,41 +98,8 @@ def _save_naive_bayes(model: CharNGramNaiveBayes, out: Path) -> None:
     write_text_atomic(out / NGRAMS_FILE, json.dumps(settings, ensure_ascii=False))
 
 
-def _load_naive_bayes(run_dir: Path) -> CharNGramNaiveBayes:
-    """Inverse of _save_naive_bayes; ValueError naming the file that is damaged or does not fit the other."""
-    settings = read_json(run_dir / NGRAMS_FILE, "a naive-Bayes n-gram file")
-    check_schema(settings, NGRAMS_SCHEMA, run_dir / NGRAMS_FILE)
-    try:
-        model = CharNGramNaiveBayes(n_min=settings["n_min"], n_max=settings["n_max"], alpha=settings["alpha"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{run_dir / NGRAMS_FILE}: {error}") from error
-    model.vocabulary = {gram: column for column, gram in enumerate(settings["ngrams"])}
-    if len(model.vocabulary) != len(settings["ngrams"]):
-        raise ValueError(f"{run_dir / NGRAMS_FILE}: the n-gram list repeats entries")
-    arrays, _ = read_safetensors(run_dir / NB_ARRAYS, "a naive-Bayes array file", framework="numpy")
-    _check_naive_bayes_arrays(arrays, len(model.vocabulary), run_dir)
-    model.classes = arrays["classes"]
-    model.class_log_prior, model.feature_log_prob = arrays["class_log_prior"], arrays["feature_log_prob"]
-    return model
-
-
-def _check_naive_bayes_arrays(arrays: dict[str, np.ndarray], n_ngrams: int, run_dir: Path) -> None:
-    """ValueError naming both files unless the arrays hold C classes, C log priors and (C, n_ngrams) finite log
-    likelihoods, n_ngrams the length of the n-gram list."""
-    source = run_dir / NB_ARRAYS
-    n_classes = arrays["classes"].shape[0] if "classes" in arrays and arrays["classes"].ndim == 1 else -1
-    want = {"classes": ((n_classes,), "int64"), "class_log_prior": ((n_classes,), "float64"),
-            "feature_log_prob": ((n_classes, n_ngrams), "float64")}
-    got = {name: (tuple(a.shape), a.dtype.name) for name, a in arrays.items()}
-    if n_classes < 2 or got != want:
-        raise ValueError(f"{source}: arrays must be {want} for the {n_ngrams} n-grams of {run_dir / NGRAMS_FILE}, "
-                         f"got {got}")
-    if not all(np.isfinite(arrays[name]).all() for name in ("class_log_prior", "feature_log_prob")):
-        raise ValueError(f"{source}: the log probabilities hold NaN or Inf values; the file is damaged")
-
-
 @contextmanager
-def _quiet_transformers(quiet: bool = True) -> Iterator[None]:
+def quiet_transformers(quiet: bool = True) -> Iterator[None]:
     """Hide transformers' own progress bars (saving and loading shards) inside the block when ``quiet``."""
     from transformers.utils import logging as hf_logging
 
@@ -202,7 +132,7 @@ def train_hf_bert(preset: ClassifyPreset, out: Path | None = None, progress: boo
     encode = HFEncoder(tokenizer, preset.finetune.max_length)
     history = fine_tune(model, *_loaders(encode, preset), preset.finetune, progress=progress)
     if out is not None:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(out / "model", safe_serialization=True)
             tokenizer.save_pretrained(out / "tokenizer")
     return {
@@ -359,129 +289,3 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def load_classifier(run_dir: str | os.PathLike) -> tuple[NaiveBayesPredictor | TorchPredictor, dict[str, Any]]:
-    """(predictor with predict_proba(texts), run.json) of a trained run directory."""
-    from mini_llm.nn import BertForSequenceClassification
-
-    run_dir = Path(run_dir)
-    info = read_run(run_dir)
-    max_length = info["preset_settings"]["finetune"]["max_length"]
-    try:
-        if info["model"] == "naive-bayes":
-            return NaiveBayesPredictor(_load_naive_bayes(run_dir)), info
-        if info["model"] == "bert-hf":
-            from transformers import BertForSequenceClassification as HFBertForSequenceClassification
-            from transformers import PreTrainedTokenizerFast
-
-            with _quiet_transformers():
-                tokenizer = PreTrainedTokenizerFast.from_pretrained(run_dir / "tokenizer", local_files_only=True)
-                model = HFBertForSequenceClassification.from_pretrained(  # safetensors only: never a pickle
-                    run_dir / "model", local_files_only=True, use_safetensors=True
-                )
-            return TorchPredictor(model.eval(), HFEncoder(tokenizer, max_length)), info
-    except OSError as error:  # transformers' loaders: name the run (their message names the file)
-        message = " ".join(str(error).split())
-        raise ValueError(f"{run_dir} holds an incomplete or corrupt {info['model']} run: {message}") from error
-    config = _read_bert_config(run_dir / BERT_CONFIG_FILE)
-    vocabulary = SpecialVocabulary(CharTokenizer.load(run_dir / "tokenizer.json"))
-    if vocabulary.vocab_size != config.vocab_size:
-        raise ValueError(f"{run_dir / 'tokenizer.json'} gives {vocabulary.vocab_size} ids but "
-                         f"{run_dir / BERT_CONFIG_FILE} says vocab_size {config.vocab_size}: different runs")
-    if not 1 <= max_length <= config.max_position_embeddings:
-        raise ValueError(f"{run_dir / RUN_FILE}: max_length {max_length} is not in 1..{config.max_position_embeddings} "
-                         f"(max_position_embeddings of {run_dir / BERT_CONFIG_FILE})")
-    model = BertForSequenceClassification(config)
-    tensors, _ = read_safetensors(run_dir / "model.safetensors", "a mini_llm BERT weights file")
-    source = f"{run_dir / 'model.safetensors'} (the model of {run_dir / BERT_CONFIG_FILE})"
-    load_unique_tensors(model, tensors, source)
-    return TorchPredictor(model.eval(), CharEncoder(vocabulary, max_length)), info
-
-
-def _read_bert_config(path: Path) -> Any:
-    """The BertConfig saved in path; ValueError naming the file when it is not one."""
-    from mini_llm.nn import BertConfig
-
-    kinds = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in fields(BertConfig)}
-    values = read_json(path, "a BERT config")
-    check_schema(values, {name + "?": kind for name, kind in kinds.items()}, path)
-    if not set(values) <= set(kinds):
-        raise ValueError(f"{path}: unknown BERT config entries {sorted(set(values) - set(kinds))}")
-    try:
-        return BertConfig(**values)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: invalid BERT config: {error}") from error
-
-
-def predict_texts(run_dir: str | os.PathLike, texts: Sequence[str]) -> np.ndarray:
-    """(N, C) class probabilities of ``texts`` under the classifier in run_dir."""
-    texts = list(texts)
-    if not texts or not all(isinstance(text, str) and text.strip() for text in texts):
-        raise ValueError("texts must be a non-empty list of non-blank strings")
-    predictor, _ = load_classifier(run_dir)
-    return predictor.predict_proba(texts)
-
-
-def evaluate_run(run_dir: str | os.PathLike, split: str = "test", command: str | None = None) -> dict[str, Any]:
-    """Metrics, per-example predictions and the training record of a run on one split, as a JSON-ready dict."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    predictor, info = load_classifier(run_dir)
-    texts, labels = review_split(split)
-    start = time.perf_counter()
-    probabilities = predictor.predict_proba(texts)  # (N, C)
-    seconds = time.perf_counter() - start
-    predictions = probabilities.argmax(axis=1)  # (N,)
-    training = {
-        key: info[key]
-        for key in (
-            "seconds",
-            "pretrain_seconds",
-            "torch_threads",
-            "cpu_count",
-            "machine",
-            "n_train",
-            "parameters",
-            "vocab_size",
-            "ngrams",
-            "chosen",
-        )
-        if key in info
-    }
-    curves = {key: info[key] for key in ("history", "pretrain_history", "selection") if key in info}
-    return {
-        "format": EVAL_FORMAT,
-        "command": command,
-        "model": info["model"],
-        "preset": info["preset"],
-        "seed": info["seed"],
-        "split": split,
-        "metrics": classification_metrics(labels, predictions).to_dict(),
-        "predict_seconds": seconds,
-        "training": training,
-        "curves": curves,
-        "predictions": predictions.tolist(),
-        "positive_probability": [round(float(p), 4) for p in probabilities[:, 1]],
-    }
-
-
-def write_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write an evaluate_run result as indented JSON, the per-example lists on one line each."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    long_lists = ("predictions", "positive_probability")
-    text = json.dumps({k: v for k, v in result.items() if k not in long_lists}, ensure_ascii=False, indent=1)
-    tails = [f' "{key}": {json.dumps(result[key], separators=(",", ":"))}' for key in long_lists if key in result]
-    text = text[: text.rindex("}")].rstrip() + "".join(",\n" + tail for tail in tails) + "\n}\n"
-    write_text_atomic(path, text)
-    return path
-
-
-def read_eval(path: str | os.PathLike) -> dict[str, Any]:
-    """An evaluation written by write_eval; ValueError if the file is not one."""
-    payload = read_format_json(path, EVAL_FORMAT, "a classifier evaluation")
-    check_schema(payload, EVAL_SCHEMA, path)
-    n = payload["metrics"]["n"]
-    if not len(payload["predictions"]) == len(payload["positive_probability"]) == n:
-        raise ValueError(f"{path}: predictions and positive_probability must have metrics.n = {n} entries, got "
-                         f"{len(payload['predictions'])} and {len(payload['positive_probability'])}")
-    return payload

@@ -22,7 +22,7 @@ import torch
 
 from mini_llm.atomic import write_text_atomic
 from mini_llm.data import CharTokenizer, load_people_daily
-from mini_llm.generate import generate
+from mini_llm.generation import generate
 from mini_llm.jsonfiles import Schema, check_schema, read_format_json
 
 RESULT_FORMAT = "mini_llm.decoding/1"

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mini_llm.classify.imbalance import check_class_weights, weighted_cross_entropy
 from mini_llm.helpers import check_int, eval_mode
+from mini_llm.tasks.classify.imbalance import check_class_weights, weighted_cross_entropy
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import torch
 
 from mini_llm import __version__
 from mini_llm.atomic import write_text_atomic
-from mini_llm.classify.finetune import fine_tune, predict_logits
-from mini_llm.classify.hf_bert import hf_bert_classifier
-from mini_llm.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
-from mini_llm.classify.imbalance import class_prior, imbalanced_indices, inverse_frequency_weights
-from mini_llm.classify.metrics import classification_metrics
-from mini_llm.classify.presets import get_preset
-from mini_llm.classify.runs import review_split
-from mini_llm.classify.text_data import TextClassificationDataset, make_loader
+from mini_llm.evaluation.classification import classification_metrics
 from mini_llm.jsonfiles import Schema, check_schema, read_format_json
+from mini_llm.tasks.classify.finetune import fine_tune, predict_logits
+from mini_llm.tasks.classify.hf_bert import hf_bert_classifier
+from mini_llm.tasks.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
+from mini_llm.tasks.classify.imbalance import class_prior, imbalanced_indices, inverse_frequency_weights
+from mini_llm.tasks.classify.presets import get_preset
+from mini_llm.tasks.classify.runs import review_split
+from mini_llm.tasks.classify.text_data import TextClassificationDataset, make_loader
 
 IMBALANCE_FORMAT = "mini_llm.classify.imbalance/1"
 # What a sweep written by write_imbalance holds (see mini_llm.jsonfiles.check_schema).

@@ -20,18 +20,6 @@ def char_ngrams(text: str, n_min: int, n_max: int) -> list[str]:
     return [text[i : i + n] for n in range(n_min, n_max + 1) for i in range(len(text) - n + 1)]
 
 
-def accuracy_interval(correct: Sequence[bool] | np.ndarray, z: float = 1.96) -> tuple[float, float, float]:
-    """(accuracy, low, high): the share of True and its Wilson score interval (z = 1.96: 95%)."""
-    hits = np.asarray(correct, dtype=bool)
-    if hits.ndim != 1 or hits.size == 0:
-        raise ValueError(f"correct must be a non-empty 1-D sequence of booleans, got shape {hits.shape}")
-    n, p = hits.size, float(hits.mean())
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, centre - half, centre + half
-
-
-
 def check_labelled_texts(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int]]:
     """The texts and integer labels as lists; ValueError if empty, of different lengths or not all str."""
     texts, labels = list(texts), [int(label) for label in labels]

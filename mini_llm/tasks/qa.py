@@ -5,7 +5,7 @@ corpus's part-of-speech tags nr / ns / nt) replaced by a blank, as in the news c
 (2015). The sentence is removed from its paragraph, and the rest of the paragraph becomes a document of the
 collection; the question is kept only if its answer still occurs in that document, so it can be found there.
 
-Answering is retrieval (BM25 over the documents, mini_llm.retrieval) followed by extraction: the candidates are
+Answering is retrieval (BM25 over the documents, mini_llm.tasks.retrieval) followed by extraction: the candidates are
 the entities of the question's type in the retrieved document, and an answerer picks one of them.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mini_llm.helpers import check_int
-from mini_llm.retrieval import char_ngram_set
+from mini_llm.tasks.retrieval import char_ngram_set
 
 ENTITY_TYPES = {"nr": "person", "ns": "place", "nt": "organisation"}  # corpus tag -> entity type
 QUESTION_WORDS = {"person": "谁", "place": "哪里", "organisation": "哪个机构"}  # what the blank asks for

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mini_llm.classify.naive_bayes import check_labelled_texts
+from mini_llm.tasks.classify.naive_bayes import check_labelled_texts
 
 # encode(texts) -> {"input_ids": (B, T), "attention_mask": (B, T), ...}: padded to the longest text of the batch
 Encoder = Callable[[list[str]], dict[str, torch.Tensor]]

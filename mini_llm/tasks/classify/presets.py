@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from mini_llm.classify.finetune import FineTuneConfig
-from mini_llm.classify.hf_bert import EncoderSize
+from mini_llm.tasks.classify.finetune import FineTuneConfig
+from mini_llm.tasks.classify.hf_bert import EncoderSize
 
 MODELS = ("naive-bayes", "bert-hf", "mini-llm")
 

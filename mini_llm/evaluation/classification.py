@@ -1,4 +1,7 @@
-"""Classification metrics: confusion matrix, per-class precision/recall/F1, macro F1, Wilson and bootstrap intervals."""
+"""Classification metrics: confusion matrix, per-class precision/recall/F1, macro F1, Wilson and bootstrap intervals.
+
+The Wilson interval of the accuracy comes from ``mini_llm.evaluation.intervals``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mini_llm.classify.naive_bayes import accuracy_interval
+from mini_llm.evaluation.intervals import accuracy_interval
 
 BOOTSTRAP_RESAMPLES = 2000  # resamples of the test set for the F1 interval
 BOOTSTRAP_SEED = 0  # the resampling is seeded, so the interval is reproducible
