@@ -21,7 +21,7 @@ def case(bits, name, n_rows, n_cols, blocksize, centered, seed=0):
     rng = np.random.default_rng(seed)
     W = rng.standard_normal(n_rows * n_cols).astype(np.float32)
     table = codebook(name, bits).values
-    codes, absmax, offset = cpu.quantize(W, table, bits, blocksize, centered)
+    codes, absmax, offset = cpu.quantize_array(W, table, bits, blocksize, centered)
     return cpu.pack(codes, bits), table, absmax, offset, codes
 
 
@@ -39,7 +39,7 @@ def test_portable_gemv_matches_reference_any_shape(bits, name, n_rows, n_cols, b
     packed, table, absmax, offset, codes = case(bits, name, n_rows, n_cols, blocksize, centered)
     x = np.random.default_rng(1).standard_normal((batch, n_cols)).astype(np.float32)
     expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
-    got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="portable")
+    got = cpu.gemv_array(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="portable")
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
@@ -60,9 +60,9 @@ def test_gemv_matches_reference_aligned_shapes(backend, bits, name):
             continue  # the byte-plane look-up (k >= 6, non-affine) needs K and blocksize multiples of 64
         x = np.random.default_rng(2).standard_normal((batch, n_cols)).astype(np.float32)
         expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
-        got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend=backend)
+        got = cpu.gemv_array(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend=backend)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-        vector = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x[0], backend=backend)
+        vector = cpu.gemv_array(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x[0], backend=backend)
         np.testing.assert_allclose(vector, expected[0], rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
@@ -84,7 +84,7 @@ def test_byte_plane_lookup_matches_reference(bits, name):
         assert cpu.simd_applies(bits, (n_rows, n_cols), table, blocksize)
         x = np.random.default_rng(3).standard_normal((batch, n_cols)).astype(np.float32)
         expected = reference.gemv_reference(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x)
-        got = cpu.gemv(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="simd")
+        got = cpu.gemv_array(packed, bits, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="simd")
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     # blocks of 32, or K not a multiple of 64: the portable kernel serves them
     assert not cpu.simd_applies(bits, (4, 96), table, 32)
@@ -108,7 +108,7 @@ def test_three_bit_group_decode_matches_reference(name):
         packed, table, absmax, offset, _ = case(3, name, n_rows, n_cols, blocksize, centered, seed=n_cols)
         x = np.random.default_rng(4).standard_normal((batch, n_cols)).astype(np.float32)
         expected = reference.gemv_reference(packed, 3, (n_rows, n_cols), table, absmax, offset, blocksize, x)
-        got = cpu.gemv(packed, 3, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="simd")
+        got = cpu.gemv_array(packed, 3, (n_rows, n_cols), table, absmax, offset, blocksize, x, backend="simd")
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert cpu_simd.layout(3, mode, 96, 32) == "chunks"  # K not a multiple of 128: 32 codes per step
     assert cpu_simd.layout(3, mode, 256, 32) == "chunks"  # blocks of 32: 32 codes per step
@@ -140,10 +140,10 @@ def test_no_avx512_switch_selects_portable_kernels():
         "assert not cpu_simd.HAS_AVX512 and not cpu_simd.HAS_VBMI;"
         "t = codebook('nf', 8).values; rng = np.random.default_rng(0);"
         "W = rng.standard_normal(9 * 128).astype(np.float32); x = rng.standard_normal(128).astype(np.float32);"
-        "c, a, o = cpu.quantize(W, t, 8, 64); p = cpu.pack(c, 8);"
+        "c, a, o = cpu.quantize_array(W, t, 8, 64); p = cpu.pack(c, 8);"
         "assert not cpu.simd_applies(8, (9, 128), t, 64);"
         "e = reference.gemv_reference(p, 8, (9, 128), t, a, o, 64, x);"
-        "np.testing.assert_allclose(cpu.gemv(p, 8, (9, 128), t, a, o, 64, x), e, rtol=1e-4, atol=1e-4)"
+        "np.testing.assert_allclose(cpu.gemv_array(p, 8, (9, 128), t, a, o, 64, x), e, rtol=1e-4, atol=1e-4)"
     )
     env = dict(os.environ, MINI_LLM_NO_AVX512="1")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
@@ -156,7 +156,7 @@ def test_no_avx512_switch_selects_portable_kernels():
 def test_quantize_and_dequantize_match_reference(bits, n, blocksize, centered):
     x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 3
     table = codebook("nf", bits).values
-    codes, absmax, offset = cpu.quantize(x, table, bits, blocksize, centered)
+    codes, absmax, offset = cpu.quantize_array(x, table, bits, blocksize, centered)
     ref_codes, ref_absmax, ref_offset = reference.quantize_reference(x, table, blocksize, centered)
     np.testing.assert_array_equal(codes, ref_codes)
     np.testing.assert_array_equal(absmax, ref_absmax)
@@ -165,7 +165,7 @@ def test_quantize_and_dequantize_match_reference(bits, n, blocksize, centered):
     packed = cpu.pack(codes, bits)
     np.testing.assert_array_equal(packed, reference.pack_reference(codes, bits))
     np.testing.assert_array_equal(cpu.unpack(packed, bits, n), codes)
-    values = cpu.dequantize(packed, bits, n, table, absmax, offset, blocksize)
+    values = cpu.dequantize_array(packed, bits, n, table, absmax, offset, blocksize)
     np.testing.assert_allclose(
         values, reference.dequantize_reference(codes, table, absmax, offset, blocksize), atol=1e-6
     )
@@ -190,9 +190,9 @@ def test_torch_reference_unpack_and_dequantize():
 
 def test_all_zero_block_quantizes_to_zero():
     x = np.zeros(64, dtype=np.float32)
-    codes, absmax, _ = cpu.quantize(x, codebook("nf", 4).values, 4, 32)
+    codes, absmax, _ = cpu.quantize_array(x, codebook("nf", 4).values, 4, 32)
     assert absmax.tolist() == [0.0, 0.0]
-    assert np.all(cpu.dequantize(cpu.pack(codes, 4), 4, 64, codebook("nf", 4).values, absmax, None, 32) == 0)
+    assert np.all(cpu.dequantize_array(cpu.pack(codes, 4), 4, 64, codebook("nf", 4).values, absmax, None, 32) == 0)
 
 
 def test_gemv_dispatch_by_device_and_state():
@@ -213,17 +213,7 @@ def test_gemv_dispatch_by_device_and_state():
     np.testing.assert_allclose(kernels.gemv(*whole, x).numpy(), (dequantize(*whole) @ x).numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_cuda_tensors_name_the_future_module():
-    packed, state = quantize(torch.randn(4, 64))
-
-    class FakeCuda:
-        device = torch.device("cuda")
-
-    with pytest.raises(NotImplementedError, match="mini_llm.kernels.cuda"):
-        kernels.gemv(FakeCuda(), state, torch.randn(64))  # type: ignore[arg-type]
-
-
 def test_simd_backend_refuses_cases_it_cannot_serve():
     packed, table, absmax, offset, _ = case(4, "nf", 3, 50, 32, False)
     with pytest.raises(ValueError, match="backend 'simd' needs"):
-        cpu.gemv(packed, 4, (3, 50), table, absmax, offset, 32, np.zeros(50, np.float32), backend="simd")
+        cpu.gemv_array(packed, 4, (3, 50), table, absmax, offset, 32, np.zeros(50, np.float32), backend="simd")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mini_llm import kernels
-from mini_llm.kernels import reference
+from mini_llm.kernels import reference, registry
 from mini_llm.quant import QuantizedLinear, quantize, quantize_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +66,11 @@ def compiled_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleTy
     return cuda
 
 
+def fields(state) -> tuple:
+    """The layout arguments of the registry's ops: (bits, shape, code, absmax, offset, blocksize)."""
+    return state.bits, state.shape, state.code, state.absmax, state.offset, state.blocksize
+
+
 def case(bits: int, shape: tuple[int, int], blocksize: int | None, centered: bool = False, seed: int = 0):
     """A quantized random matrix: (packed, state, float32 dequantized reference (N, K))."""
     torch.manual_seed(seed)
@@ -94,9 +99,10 @@ SHAPES = [
 def test_interpreted_dequantize_matches_reference(interp, bits):
     for shape, blocksize, centered in SHAPES:
         packed, state, ref = case(bits, shape, blocksize, centered)
-        torch.testing.assert_close(interp.dequantize(packed, state, torch.float32), ref, rtol=1e-6, atol=1e-7)
+        values = interp.dequantize(packed, *fields(state), torch.float32)
+        torch.testing.assert_close(values, ref, rtol=1e-6, atol=1e-7)
     state.dtype = torch.bfloat16
-    out = interp.dequantize(packed, state)
+    out = interp.dequantize(packed, *fields(state), torch.bfloat16)
     assert out.dtype == torch.bfloat16 and out.shape == shape
     # One bfloat16 step: the interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest even.
     torch.testing.assert_close(out.float(), ref, rtol=2**-7, atol=0)
@@ -117,11 +123,12 @@ def test_interpreted_batch1_gemv_matches_reference(interp, bits):
     for shape, blocksize, centered in SHAPES:
         packed, state, _ = case(bits, shape, blocksize, centered)
         x = torch.randn(shape[1])
-        y = interp.gemv(packed, state, x)  # (N,)
+        y = interp.gemv(packed, *fields(state), x)  # (N,)
         assert y.shape == (shape[0],) and y.dtype == torch.float32
         np.testing.assert_allclose(y.numpy(), gemv_expected(packed, state, x), rtol=1e-5, atol=1e-5)
     xb = x.bfloat16()  # 16-bit activations are cast to float32 right after loading
-    np.testing.assert_allclose(interp.gemv(packed, state, xb).numpy(), gemv_expected(packed, state, xb.float()),
+    np.testing.assert_allclose(interp.gemv(packed, *fields(state), xb).numpy(),
+                               gemv_expected(packed, state, xb.float()),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -133,23 +140,23 @@ def test_interpreted_small_batch_matches_reference(interp, bits):
         packed, state, _ = case(bits, shape, blocksize, centered)
         x = torch.randn(17 if i == 0 else 3, shape[1])  # two BLOCK_M = 16 tiles of input rows, then one
         expected = gemv_expected(packed, state, x)  # (B, N)
-        np.testing.assert_allclose(interp.gemv(packed, state, x).numpy(), expected, rtol=1e-5, atol=1e-5)
-    rows = interp.gemv(packed, state, x, small_batch="gemv")  # the batch-1 kernel, one program row per b
+        np.testing.assert_allclose(interp.matmul(packed, *fields(state), x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    rows = interp.gemv(packed, *fields(state), x)  # the batch-1 kernel, one program row per b
     np.testing.assert_allclose(rows.numpy(), expected, rtol=1e-5, atol=1e-5)
     # 16-bit activations make tl.dot run in that type (the dequantized tile rounded to it). Here float16: the
     # interpreter of triton 3.9 multiplies bfloat16 operands of tl.dot as their raw uint16 bits (bfloat16 is
     # checked by the compile-only tests instead).
     xh = x.half()
-    got = interp.gemv(packed, state, xh).numpy()
+    got = interp.matmul(packed, *fields(state), xh).numpy()
     atol = 3e-3 * np.abs(expected).max()
     np.testing.assert_allclose(got, gemv_expected(packed, state, xh.float()), rtol=0, atol=atol)
 
 
 @pytest.fixture
 def triton_dispatch(interp, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """kernels.gemv / kernels.dequantize treat CPU tensors as CUDA ones and run the interpreted Triton kernels."""
-    monkeypatch.setattr(kernels, "_check_devices", lambda *tensors: "cuda")
-    monkeypatch.setattr(kernels, "triton_kernels", lambda: interp)
+    """The registry sends CPU tensors to the interpreted Triton kernels, as it sends CUDA tensors to the compiled."""
+    for op in registry.OPS:
+        monkeypatch.setitem(registry.IMPLEMENTATIONS[op], "cpu", getattr(interp, op))
     return interp
 
 
@@ -159,9 +166,60 @@ def test_interpreted_dispatch_sends_cuda_tensors_to_triton(triton_dispatch):
     packed, state, ref = case(4, (6, 64), 64)
     x = torch.randn(64)
     np.testing.assert_allclose(kernels.gemv(packed, state, x).numpy(), gemv_expected(packed, state, x), rtol=1e-5)
+    xs = torch.randn(3, 64)
+    np.testing.assert_allclose(kernels.gemv(packed, state, xs).numpy(), gemv_expected(packed, state, xs), rtol=1e-5,
+                               atol=1e-5)
     torch.testing.assert_close(kernels.dequantize(packed, state), ref)
     with pytest.raises(ValueError, match="backend for CUDA tensors must be one of auto, triton"):
         kernels.gemv(packed, state, x, backend="simd")
+
+
+@needs_triton
+@interpreted
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_interpreted_quantize_is_bit_exact(interp, bits):
+    """Triton codes, absmax and offset equal the pure-torch reference's and the Numba kernels' bit for bit."""
+    from mini_llm.kernels import cpu
+    from mini_llm.quant import codebook
+
+    rng = np.random.default_rng(bits)
+    for n, blocksize, centered in [(3700, 64, False), (1000, 32, True), (2777, None, True), (5000, 4096, False),
+                                   (13, 32, True)]:
+        A = torch.from_numpy(rng.standard_normal(n).astype(np.float32)) * 3
+        for name in ("nf", "int"):
+            code = codebook(name, bits).tensor()
+            got = interp.quantize(A, code, bits, blocksize, centered, "auto")
+            for expected in (reference.quantize(A, code, bits, blocksize, centered), cpu.quantize(A, code, bits,
+                                                                                                 blocksize, centered)):
+                assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+                assert (got[2] is None) == (not centered) and (got[2] is None or torch.equal(got[2], expected[2]))
+
+
+@needs_triton
+@interpreted
+def test_interpreted_quant_quantize_takes_the_triton_path(interp, monkeypatch):
+    """mini_llm.quant.quantize runs the registry's entry for the tensor's device (here the interpreted Triton one)."""
+    W = torch.randn(24, 40, dtype=torch.float64)
+    settings = [(64, False), (32, True), (None, False)]
+    numba = [quantize(W, 4, "nf", blocksize, centered=centered) for blocksize, centered in settings]
+    calls = []
+    monkeypatch.setitem(registry.IMPLEMENTATIONS["quantize"], "cpu",
+                        lambda *args: calls.append(args[2]) or interp.quantize(*args))
+    for (blocksize, centered), (numba_packed, numba_state) in zip(settings, numba, strict=True):
+        packed, state = quantize(W, 4, "nf", blocksize, centered=centered)
+        assert torch.equal(packed, numba_packed) and torch.equal(state.absmax, numba_state.absmax)
+        assert (state.offset is None) == (not centered)
+    assert calls == [4, 4, 4]
+
+
+@needs_triton
+@interpreted
+def test_interpreted_registry_entries_match_the_float64_reference(interp):
+    """The registry-wide checks of tests/test_kernel_registry.py on the "cuda" entries (interpreted, CPU tensors)."""
+    import test_kernel_registry as t
+
+    for op in registry.OPS:
+        t.check_against_float64(op, getattr(interp, op), torch.device("cpu"))
 
 
 @needs_triton
@@ -171,13 +229,16 @@ def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, mon
     from mini_llm.nn import GPT, GPTConfig
 
     calls = []
-    triton_gemv = triton_dispatch.gemv
 
-    def counted(*args, **kwargs):
-        calls.append(args[2].shape)
-        return triton_gemv(*args, **kwargs)
+    def counted(op):
+        def run(*args):
+            calls.append((op, args[7].shape))
+            return getattr(triton_dispatch, op)(*args)
 
-    monkeypatch.setattr(triton_dispatch, "gemv", counted)
+        return run
+
+    for op in ("gemv", "matmul"):
+        monkeypatch.setitem(registry.IMPLEMENTATIONS[op], "cpu", counted(op))
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
     reference_model = GPT(model.config).eval()
@@ -192,21 +253,22 @@ def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, mon
         pure = generate(model, idx, 3, greedy=True)
     assert ours.shape == (1, 8) and torch.equal(ours, pure)
     # qkv, attention out, MLP in, MLP out: the 5-token prompt through tl.dot, then each token (KV cache) at batch 1.
-    assert [tuple(shape)[0] for shape in calls] == [5] * 4 + [1] * 4 * 2
+    assert [(op, tuple(shape)[0]) for op, shape in calls] == [("matmul", 5)] * 4 + [("gemv", 1)] * 4 * 2
 
 
 # Compile-only: the signature triton.compile needs (argument name -> type) and the constexprs of each kernel.
 POINTERS = {"packed_ptr": "*u8", "code_ptr": "*fp32", "absmax_ptr": "*fp32", "offset_ptr": "*fp32"}
 
 
-def compile_for(module: ModuleType, name: str, arch: int, scalars: dict[str, str], constexprs: dict, **options):
+def compile_for(module: ModuleType, name: str, arch: int, scalars: dict[str, str], constexprs: dict,
+                pointers: dict[str, str] = POINTERS, **options):
     """triton.compile one kernel for sm_<arch> without a GPU; returns the CompiledKernel (asm has 'cubin')."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     fn = getattr(module, name)
-    signature = {**POINTERS, **scalars, **{k: "constexpr" for k in constexprs}}
+    signature = {**pointers, **scalars, **{k: "constexpr" for k in constexprs}}
     assert set(signature) == set(fn.arg_names), sorted(set(fn.arg_names) ^ set(signature))
     # The launcher marks 16-divisible pointers and sizes; the compiler then vectorises loads: check that lowering too.
     attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in signature if signature[a] != "constexpr"}
@@ -245,6 +307,24 @@ def test_kernels_compile_for_gpu(compiled_module, arch):
         dot_dtype = {"bf16": cuda.tl.bfloat16, "fp32": cuda.tl.float32, "fp16": cuda.tl.float16}[dtype]
         compile_for(cuda, "gemm_kernel", arch, {**GEMV_SCALARS, "x_ptr": f"*{dtype}", "M": "i32"},
                     {**flags(bits, aligned), "DOT_DTYPE": dot_dtype, **cuda.DOT_DEFAULT})
+
+
+QUANT_POINTERS = {"x_ptr": "*fp32", "absmax_ptr": "*fp32", "offset_ptr": "*fp32"}
+
+
+@needs_triton
+@compiled
+@pytest.mark.parametrize("arch", [90, 80])
+def test_quantize_kernels_compile_for_gpu(compiled_module, arch):
+    cuda = compiled_module
+    for bits in (3, 4, 8):  # 8: the top code fills the sign bit of the int64 group word
+        compile_for(cuda, "quantize_kernel", arch,
+                    {"mids_ptr": "*fp32", "packed_ptr": "*u8", "n": "i64", "n_bytes": "i64", "blocksize": "i64",
+                     "n_mids": "i32"},
+                    {"K_BITS": bits, "BLOCK": cuda.QUANT_BLOCK}, pointers=QUANT_POINTERS)
+    for centered in (False, True):
+        compile_for(cuda, "block_scales_kernel", arch, {"n": "i32", "blocksize": "i32"},
+                    {"CENTERED": centered, "CHUNK": cuda.SCALE_CHUNK}, pointers=QUANT_POINTERS)
 
 
 @needs_triton

@@ -1,118 +1,87 @@
-"""k-bit kernels: a float64 numpy/torch reference, Numba CPU kernels, Triton GPU kernels; GEMV and dequantize by device.
+"""k-bit kernels behind one registry: a pure-torch reference for every device, Numba on the CPU, Triton on CUDA.
 
-The kernels know nothing of models or of mini_llm.quant: ``gemv`` and ``dequantize`` read the fields of any
-quantization state with ``bits``, ``shape``, ``blocksize`` (None: the whole tensor), ``code``, ``absmax`` and
-``offset`` (torch tensors). CPU tensors run the Numba kernels, CUDA tensors the Triton kernels of
-mini_llm.kernels.cuda (imported on first use, so triton is needed only on a GPU machine).
+mini_llm.kernels.registry declares the operations (quantize, dequantize, gemv, matmul) with one signature each and
+maps device types to implementations; this module registers them (which backend serves which device is written
+here and nowhere else) and offers the state-level entry points ``quantize``, ``gemv`` and ``dequantize`` that
+mini_llm.quant calls. The kernels know nothing of models or of mini_llm.quant: ``gemv`` and ``dequantize`` read the
+fields of any quantization state with ``bits``, ``shape``, ``blocksize`` (None: the whole tensor), ``code``,
+``absmax`` and ``offset`` (torch tensors). mini_llm.kernels.cuda (triton) is imported on first use, so triton is
+needed only on a GPU machine.
+
+    registry.DEFAULT -> mini_llm.kernels.reference   (pure torch: any device, and backend='reference')
+    "cpu"            -> mini_llm.kernels.cpu         (Numba; gemv/matmul backend 'auto', 'simd' or 'portable')
+    "cuda"           -> mini_llm.kernels.cuda        (Triton; backend 'auto' or 'triton')
 """
 
 from __future__ import annotations
 
-import math
+import importlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 
-from mini_llm.kernels import cpu, reference
-from mini_llm.kernels.checks import check_input, check_state
+from mini_llm.kernels import cpu, reference, registry
+from mini_llm.kernels.checks import state_fields
 from mini_llm.kernels.cpu_simd import HAS_AVX512
 
-__all__ = ["HAS_AVX512", "cpu", "dequantize", "gemv", "reference", "triton_kernels"]
-
-GPU_BACKENDS = ("auto", "triton")
+__all__ = ["HAS_AVX512", "cpu", "dequantize", "gemv", "quantize", "reference", "registry", "triton_kernels"]
 
 
 def triton_kernels() -> ModuleType:
     """mini_llm.kernels.cuda (the Triton kernels); ImportError with the fix when triton is not installed."""
     try:
-        from mini_llm.kernels import cuda
+        return importlib.import_module("mini_llm.kernels.cuda")
     except ImportError as error:
         raise ImportError(
             "k-bit kernels on CUDA tensors need Triton: pip install 'mini-llm[gpu]' (or use the pure-torch "
-            f"reference, mini_llm.quant.dequantize_reference); import failed with: {error}"
+            f"reference, backend='reference' or mini_llm.quant.dequantize_reference); import failed with: {error}"
         ) from error
-    return cuda
 
 
-def _check_devices(*tensors: torch.Tensor) -> str:
-    """The one device type of all tensors ('cpu' or 'cuda'); NotImplementedError for mixed or other devices."""
-    kinds = {t.device.type for t in tensors}
-    if len(kinds) > 1:
-        raise NotImplementedError(
-            f"packed and x must be on one device (CPU: Numba kernels, CUDA: mini_llm.kernels.cuda), "
-            f"got {sorted(kinds)}"
-        )
-    kind = kinds.pop()
-    if kind not in ("cpu", "cuda"):
-        raise NotImplementedError(f"no k-bit kernels for device {kind!r}")
-    return kind
+def _triton(op: str) -> Callable[..., Any]:
+    """The CUDA entry of op: mini_llm.kernels.cuda.<op>, imported on the first call."""
+
+    def run(*args: Any) -> Any:
+        return getattr(triton_kernels(), op)(*args)
+
+    run.__name__ = run.__qualname__ = f"triton_{op}"
+    return run
 
 
-def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
-    """t as a numpy array (shared memory when t is a CPU tensor without grad; the kernels make it contiguous)."""
-    if t is None:
-        return None
-    try:
-        return t.numpy()  # the common case, ~4x cheaper than the general conversion below
-    except (RuntimeError, TypeError):  # requires grad, or not on the CPU
-        return t.detach().cpu().numpy()
+for _op in registry.OPS:
+    registry.register(_op)(getattr(reference, _op))
+    registry.register(_op, "cpu")(getattr(cpu, _op))
+    registry.register(_op, "cuda")(_triton(_op))
+del _op
 
 
-def _table_and_scales(state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The state's code table, absmax and offset (None when not centred) as float32 numpy arrays."""
-    return (
-        _numpy(state.code.float()),
-        _numpy(state.absmax.float()),
-        _numpy(None if state.offset is None else state.offset.float()),
-    )
+def quantize(
+    A: torch.Tensor, code: torch.Tensor, bits: int, blocksize: int | None, centered: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(packed, absmax, offset or None) of the flattened A quantized to the nearest of code, on A's device."""
+    return registry.call("quantize", A, code, bits, blocksize, centered, backend=backend)
 
 
 def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """y = W @ x for the packed 2-D weight W described by state; x (K,) -> (N,), x (B, K) -> (B, N), float32.
 
-    CPU tensors run the Numba kernels (backend 'auto', 'simd' or 'portable'); CUDA tensors the Triton kernels
-    (backend 'auto' or 'triton': fused dequantize-GEMV at batch 1, dequantized tiles and tl.dot above).
+    x of one row runs the registry's gemv, more rows its small-batch matmul. CPU tensors run the Numba kernels
+    (backend 'auto', 'simd' or 'portable'); CUDA tensors the Triton kernels (backend 'auto' or 'triton': fused
+    dequantize-GEMV at batch 1, dequantized tiles and tl.dot above); backend 'reference' the pure-torch reference.
     """
-    device = _check_devices(packed, x)
-    check_state(state, packed)
-    shape = tuple(state.shape)
-    if len(shape) != 2:
-        raise ValueError(f"state.shape must be 2-D (out_features, in_features) for gemv, got {shape}")
-    check_input(x, shape[1])
-    if device == "cuda":
-        if backend not in GPU_BACKENDS:
-            raise ValueError(f"backend for CUDA tensors must be one of {', '.join(GPU_BACKENDS)}, got {backend!r}")
-        return triton_kernels().gemv(packed, state, x)
-    blocksize = shape[0] * shape[1] if state.blocksize is None else state.blocksize
-    y = cpu.gemv(
-        _numpy(packed),
-        state.bits,
-        shape,
-        *_table_and_scales(state),
-        blocksize,
-        x.detach().float().contiguous().numpy(),
-        backend=backend,
-    )
-    return torch.from_numpy(y)
+    bits, shape, code, absmax, offset, blocksize = state_fields(state)
+    op = "matmul" if isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[0] > 1 else "gemv"
+    return registry.call(op, packed, bits, shape, code, absmax, offset, blocksize, x, backend=backend)
 
 
-def dequantize(packed: torch.Tensor, state: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The (state.shape) tensor in dtype (default state.dtype) on packed's device: Numba on the CPU, Triton on CUDA."""
-    device = _check_devices(packed)
-    check_state(state, packed)
+def dequantize(
+    packed: torch.Tensor, state: Any, dtype: torch.dtype | None = None, backend: str = "auto"
+) -> torch.Tensor:
+    """The (state.shape) tensor in dtype (default state.dtype) on packed's device: Numba on the CPU, Triton on CUDA,
+    the pure-torch reference elsewhere or with backend 'reference'."""
+    bits, shape, code, absmax, offset, blocksize = state_fields(state)
     dtype = state.dtype if dtype is None else dtype
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
-    if device == "cuda":
-        return triton_kernels().dequantize(packed, state, dtype)
-    numel = math.prod(state.shape)
-    values = cpu.dequantize(
-        _numpy(packed),
-        state.bits,
-        numel,
-        *_table_and_scales(state),
-        numel if state.blocksize is None else state.blocksize,
-    )
-    return torch.from_numpy(values).reshape(tuple(state.shape)).to(dtype)
+    return registry.call("dequantize", packed, bits, shape, code, absmax, offset, blocksize, dtype, backend=backend)

@@ -1,8 +1,11 @@
 """Numba CPU kernels: quantize to the nearest code, pack/unpack for every k in 2..8, dequantize, and k-bit GEMV.
 
-Everything here works on numpy arrays in the layout described in mini_llm.kernels.reference. The GEMV has two
-backends: ``simd`` (explicit AVX-512 vectors from mini_llm.kernels.cpu_simd, used only when the CPU has AVX-512)
-and ``portable`` (plain Numba, any CPU and any shape). ``auto`` picks simd where it applies.
+Two layers. The ``*_array`` functions, ``pack`` and ``unpack`` work on numpy arrays in the layout described in
+mini_llm.kernels.reference. ``quantize``, ``dequantize``, ``gemv`` and ``matmul`` wrap them with the signatures of the
+kernel registry (mini_llm.kernels.registry, which registers them for "cpu" and checks their arguments first) on
+torch tensors. The GEMV has two backends: ``simd`` (explicit AVX-512 vectors from mini_llm.kernels.cpu_simd, used
+only when the CPU has AVX-512) and ``portable`` (plain Numba, any CPU and any shape). ``auto`` picks simd where it
+applies; at small batches every backend decodes a weight row once for all rows of x, so matmul is gemv.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 
 import numba
 import numpy as np
+import torch
 from numba import njit, prange
 
 from mini_llm.kernels import cpu_simd
@@ -236,7 +240,7 @@ def _gemv_portable(packed, bits, n_rows, n_cols, table, absmax, offset, blocksiz
     _PORTABLE[bits](packed, n_rows, n_cols, table, affine, absmax, offset, blocksize, x, out)
 
 
-def quantize(
+def quantize_array(
     x: np.ndarray, table: np.ndarray, bits: int, blocksize: int, centered: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Blockwise absmax quantization of flat float32 x (n,) to the nearest of table (2**bits,): (codes, absmax, offset).
@@ -274,7 +278,7 @@ def _offsets(offset: np.ndarray | None, absmax: np.ndarray) -> np.ndarray:
     return np.zeros_like(absmax) if offset is None else np.ascontiguousarray(offset, dtype=np.float32)
 
 
-def dequantize(
+def dequantize_array(
     packed: np.ndarray,
     bits: int,
     n: int,
@@ -312,7 +316,7 @@ def simd_applies(bits: int, shape: tuple[int, int], table: np.ndarray, blocksize
     return blocksize % n_cols == 0 or (n_cols % blocksize == 0 and blocksize % chunk == 0)
 
 
-def gemv(
+def gemv_array(
     packed: np.ndarray,
     bits: int,
     shape: tuple[int, int],
@@ -328,7 +332,7 @@ def gemv(
     Batch 1 is the fused dequantize-GEMV; a small batch decodes each row once and reuses it from L1 for every x row.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, reference, got {backend!r}")
     n_rows, n_cols = shape
     squeeze = x.ndim == 1
     x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_cols)  # (B, K)
@@ -349,3 +353,86 @@ def gemv(
     else:
         _gemv_portable(packed, bits, n_rows, n_cols, table, absmax, _offsets(offset, absmax), blocksize, x2, out)
     return out[0] if squeeze else out
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    """t as a float32 or uint8 numpy array (shared memory when t is a CPU tensor without grad)."""
+    if t is None:
+        return None
+    try:
+        return t.numpy()  # the common case, ~4x cheaper than the general conversion below
+    except (RuntimeError, TypeError):  # requires grad, or not on the CPU
+        return t.detach().cpu().numpy()
+
+
+def _scales(code: torch.Tensor, absmax: torch.Tensor, offset: torch.Tensor | None):
+    """The code table, absmax and offset (None when not centred) as float32 numpy arrays."""
+    return _numpy(code.float()), _numpy(absmax.float()), _numpy(None if offset is None else offset.float())
+
+
+def _auto_only(backend: str) -> None:
+    if backend != "auto":
+        raise ValueError(f"backend for the Numba quantize and dequantize must be auto or reference, got {backend!r}")
+
+
+def quantize(
+    A: torch.Tensor, code: torch.Tensor, bits: int, blocksize: int | None, centered: bool, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Registry op quantize on the CPU: (packed, absmax, offset) of the flattened A, Numba kernels."""
+    _auto_only(backend)
+    x = A.detach().reshape(-1).float().numpy()  # (n,) float32
+    codes, absmax, offset = quantize_array(x, _numpy(code.float()), bits, x.size if blocksize is None else blocksize,
+                                           centered)
+    return (
+        torch.from_numpy(pack(codes, bits)),
+        torch.from_numpy(absmax),
+        None if offset is None else torch.from_numpy(offset),
+    )
+
+
+def dequantize(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, ...],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    dtype: torch.dtype,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry op dequantize on the CPU (Numba), reshaped to shape and cast to dtype."""
+    _auto_only(backend)
+    numel = int(np.prod(shape))
+    values = dequantize_array(
+        _numpy(packed), bits, numel, *_scales(code, absmax, offset), numel if blocksize is None else blocksize
+    )
+    return torch.from_numpy(values).reshape(tuple(shape)).to(dtype)
+
+
+def gemv(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, int],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    x: torch.Tensor,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry ops gemv and matmul on the CPU: y = W @ x in float32 (backend 'auto', 'simd' or 'portable')."""
+    shape = (int(shape[0]), int(shape[1]))
+    y = gemv_array(
+        _numpy(packed),
+        bits,
+        shape,
+        *_scales(code, absmax, offset),
+        shape[0] * shape[1] if blocksize is None else blocksize,
+        x.detach().float().contiguous().numpy(),
+        backend=backend,
+    )
+    return torch.from_numpy(y)
+
+
+matmul = gemv  # the small-batch path is the same kernel: each decoded row is reused from L1 for every row of x

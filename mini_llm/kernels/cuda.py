@@ -1,4 +1,5 @@
-"""Triton GPU kernels for the k-bit layout of mini_llm.kernels.reference: dequantize, batch-1 GEMV, small-batch GEMM.
+"""Triton GPU kernels for the k-bit layout of mini_llm.kernels.reference: quantize, dequantize, batch-1 GEMV and
+small-batch GEMM, with the signatures of the kernel registry (mini_llm.kernels.registry registers them for "cuda").
 
 Design (one program per tile of weight rows, the weight streamed once from memory):
 - bits: 8 consecutive codes of k bits fill exactly k bytes, so a "group" of 8 codes is read as k byte loads that are
@@ -7,6 +8,10 @@ Design (one program per tile of weight rows, the weight streamed once from memor
   other shapes take a per-code path (two bytes around the code's first bit) that handles any alignment;
 - scales: value = code[c] * absmax[block] (+ offset[block]) with the 2**k-entry table read through the L1 cache;
   the block index is col // BLOCKSIZE + row * blocks_per_row when blocks do not straddle rows (K % BLOCKSIZE == 0);
+- quantize: one program per block finds its absmax (and midrange offset), then one program per QUANT_BLOCK elements
+  normalises in float32 with round-to-nearest division (tl.math.div_rn, as numpy and Numba divide), counts the
+  decision boundaries below each value (ties to the lower code) and packs each group of 8 codes into k bytes:
+  codes and absmax are bit for bit those of the Numba kernels;
 - accumulation is float32: batch 1 multiplies the dequantized tile by x and sums rows (memory-bound GEMV); small
   batches dequantize a (BLOCK_N, BLOCK_K) tile and call tl.dot (K, N tiles >= 16 as the tensor cores require).
 
@@ -25,6 +30,9 @@ import triton.language as tl
 GEMV_DEFAULT = {"BLOCK_N": 4, "BLOCK_K": 256}  # tile of the batch-1 kernel off the autotuner (interpreter)
 DOT_DEFAULT = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}  # tile of the small-batch kernel off the autotuner
 DEQUANT_BLOCK = 1024  # elements per program of the dequantize kernel (a multiple of 8)
+QUANT_BLOCK = 1024  # elements per program of the quantize kernel (a multiple of 8)
+SCALE_CHUNK = 1024  # elements per step of the block-scale kernel (blocks of up to 4096, or the whole tensor)
+BACKENDS = ("auto", "triton", "reference")  # "reference": the registry's pure-torch DEFAULT entry
 DOT_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
 GEMV_CONFIGS = [
@@ -160,62 +168,155 @@ def gemm_kernel(packed_ptr, code_ptr, absmax_ptr, offset_ptr, x_ptr, y_ptr, M, N
     tl.store(out, acc, mask=mmask[:, None] & rmask[None, :])
 
 
+@triton.jit
+def block_scales_kernel(x_ptr, absmax_ptr, offset_ptr, n, blocksize, CENTERED: tl.constexpr, CHUNK: tl.constexpr):
+    """absmax[b] = max |x - offset[b]| over block b (one program per block); offset[b] = midrange when CENTERED."""
+    b = tl.program_id(0).to(tl.int64)
+    start = b * blocksize
+    stop = tl.minimum(start + blocksize, n)
+    off = tl.zeros((), tl.float32)
+    if CENTERED:
+        hi = tl.full((), float("-inf"), tl.float32)
+        lo = tl.full((), float("inf"), tl.float32)
+        for c0 in range(start, stop, CHUNK):
+            idx = c0 + tl.arange(0, CHUNK)  # (CHUNK,) int64
+            mask = idx < stop
+            v = tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+            hi = tl.maximum(hi, tl.max(tl.where(mask, v, float("-inf")), axis=0))
+            lo = tl.minimum(lo, tl.min(tl.where(mask, v, float("inf")), axis=0))
+        off = (hi + lo) * 0.5
+    amax = tl.zeros((), tl.float32)
+    for c0 in range(start, stop, CHUNK):
+        idx = c0 + tl.arange(0, CHUNK)
+        mask = idx < stop
+        v = tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.max(tl.where(mask, tl.abs(v - off), 0.0), axis=0))
+    tl.store(absmax_ptr + b, amax)
+    tl.store(offset_ptr + b, off)
+
+
+@triton.jit
+def quantize_kernel(x_ptr, mids_ptr, absmax_ptr, offset_ptr, packed_ptr, n, n_bytes, blocksize, n_mids,
+                    K_BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """Codes of BLOCK elements (boundaries below (x - offset) / absmax), packed 8 codes to K_BITS bytes."""
+    pid = tl.program_id(0).to(tl.int64)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) int64 flat element index
+    mask = idx < n
+    v = tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    block = idx // blocksize
+    off = tl.load(offset_ptr + block, mask=mask, other=0.0)
+    amax = tl.load(absmax_ptr + block, mask=mask, other=1.0)
+    normed = tl.math.div_rn(v - off, tl.where(amax > 0, amax, 1.0))  # (BLOCK,) IEEE division
+    count = tl.zeros((BLOCK,), tl.int32)
+    for j in range(n_mids):  # ascending boundaries: code = how many lie strictly below
+        count += (normed > tl.load(mids_ptr + j)).to(tl.int32)
+    codes = tl.reshape(tl.where(mask, count, 0).to(tl.int64), (BLOCK // 8, 8))  # (G, 8) codes past n pack as 0
+    shifts = (K_BITS * (7 - tl.arange(0, 8))).to(tl.int64)  # (8,) code j sits k * (7 - j) bits up
+    word = tl.sum(codes << shifts[None, :], axis=1)  # (G,) disjoint bits: the sum is the bitwise or
+    groups = pid * (BLOCK // 8) + tl.arange(0, BLOCK // 8)  # (G,) int64
+    for c in tl.static_range(K_BITS):
+        byte = groups * K_BITS + c  # (G,) byte c of each group, most significant first
+        tl.store(packed_ptr + byte, ((word >> (8 * (K_BITS - 1 - c))) & 255).to(tl.uint8), mask=byte < n_bytes)
+
+
 gemv_autotuned = triton.autotune(GEMV_CONFIGS, key=["N", "K", "K_BITS", "ALIGNED"])(gemv_kernel)
 gemm_autotuned = triton.autotune(DOT_CONFIGS, key=["N", "K", "K_BITS", "ALIGNED"])(gemm_kernel)
 
 
-def _state_tensors(state: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS[:2]:
+        raise ValueError(f"backend for CUDA tensors must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def _scales(code: torch.Tensor, absmax: torch.Tensor, offset: torch.Tensor | None, device: torch.device):
     """code, absmax and offset (absmax again as a dummy pointer when absent) as float32 on device, contiguous."""
-    code = state.code.to(device=device, dtype=torch.float32).contiguous()
-    absmax = state.absmax.to(device=device, dtype=torch.float32).contiguous()
-    offset = absmax if state.offset is None else state.offset.to(device=device, dtype=torch.float32).contiguous()
+    code = code.to(device=device, dtype=torch.float32).contiguous()
+    absmax = absmax.to(device=device, dtype=torch.float32).contiguous()
+    offset = absmax if offset is None else offset.to(device=device, dtype=torch.float32).contiguous()
     return code, absmax, offset
 
 
-def _block_args(state: Any, numel: int, n_cols: int | None = None) -> dict[str, Any]:
+def _block_args(blocksize: int | None, numel: int, has_offset: bool, n_cols: int | None = None) -> dict[str, Any]:
     """The scale-indexing constexprs: BLOCKSIZE, ONE_BLOCK, HAS_OFFSET and (with n_cols) ROW_BLOCKS."""
-    blocksize = numel if state.blocksize is None else int(state.blocksize)
+    blocksize = numel if blocksize is None else int(blocksize)
     one = blocksize >= numel
-    args = {"BLOCKSIZE": 1 if one else blocksize, "ONE_BLOCK": one, "HAS_OFFSET": state.offset is not None}
+    args = {"BLOCKSIZE": 1 if one else blocksize, "ONE_BLOCK": one, "HAS_OFFSET": has_offset}
     if n_cols is not None:
         args["ROW_BLOCKS"] = not one and n_cols % blocksize == 0
     return args
 
 
-def dequantize(packed: torch.Tensor, state: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The (state.shape) tensor in dtype (default state.dtype) that packed k-bit codes stand for, on packed's device."""
-    shape = tuple(state.shape)
+def quantize(
+    A: torch.Tensor, code: torch.Tensor, bits: int, blocksize: int | None, centered: bool, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Registry op quantize: (packed, absmax, offset) of the flattened A on A's device, Triton kernels."""
+    _check_backend(backend)
+    x = A.detach().reshape(-1).float().contiguous()  # (n,)
+    n = x.numel()
+    block = n if blocksize is None else int(blocksize)
+    nb = (n + block - 1) // block
+    absmax = torch.empty(nb, dtype=torch.float32, device=x.device)
+    offset = torch.empty(nb, dtype=torch.float32, device=x.device)
+    block_scales_kernel[(nb,)](x, absmax, offset, n, block, CENTERED=centered, CHUNK=SCALE_CHUNK)
+    table = code.to(device=x.device, dtype=torch.float32)
+    mids = ((table[:-1] + table[1:]) * 0.5).contiguous()  # (2**k - 1,) decision boundaries
+    n_bytes = (n * bits + 7) // 8
+    packed = torch.empty(n_bytes, dtype=torch.uint8, device=x.device)
+    quantize_kernel[(triton.cdiv(n, QUANT_BLOCK),)](
+        x, mids, absmax, offset, packed, n, n_bytes, block, mids.numel(), K_BITS=bits, BLOCK=QUANT_BLOCK
+    )
+    return packed, absmax, (offset if centered else None)
+
+
+def dequantize(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, ...],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    dtype: torch.dtype,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry op dequantize: the (shape) tensor in dtype that packed k-bit codes stand for, on packed's device."""
+    _check_backend(backend)
+    shape = tuple(int(d) for d in shape)
     n = 1
     for d in shape:
         n *= d
-    out = torch.empty(n, dtype=state.dtype if dtype is None else dtype, device=packed.device)  # (n,)
-    code, absmax, offset = _state_tensors(state, packed.device)
+    out = torch.empty(n, dtype=dtype, device=packed.device)  # (n,)
+    scales = _scales(code, absmax, offset, packed.device)
     packed = packed.contiguous()
     grid = (triton.cdiv(n, DEQUANT_BLOCK),)
     dequantize_kernel[grid](
-        packed, code, absmax, offset, out, n, packed.numel(), K_BITS=state.bits, BLOCK=DEQUANT_BLOCK,
-        **_block_args(state, n),
+        packed, *scales, out, n, packed.numel(), K_BITS=bits, BLOCK=DEQUANT_BLOCK,
+        **_block_args(blocksize, n, offset is not None),
     )
     return out.reshape(shape)
 
 
-def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, small_batch: str = "dot") -> torch.Tensor:
-    """y = W @ x in float32 for x (K,) -> (N,) or (B, K) -> (B, N); B > 1 uses tl.dot unless small_batch='gemv'."""
-    n_rows, n_cols = (int(d) for d in state.shape)
+def _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, dot: bool) -> torch.Tensor:
+    """y = W @ x in float32 for x (K,) -> (N,) or (B, K) -> (B, N): tl.dot tiles when dot and B > 1, else the
+    batch-1 kernel once per row of x."""
+    _check_backend(backend)
+    n_rows, n_cols = (int(d) for d in shape)
     squeeze = x.ndim == 1
     x2 = (x.reshape(1, -1) if squeeze else x).contiguous()  # (B, K)
     if x2.dtype not in DOT_DTYPES:
         x2 = x2.float()
     batch = x2.shape[0]
     y = torch.empty(batch, n_rows, dtype=torch.float32, device=x2.device)  # (B, N)
-    code, absmax, offset = _state_tensors(state, packed.device)
+    scales = _scales(code, absmax, offset, packed.device)
     packed = packed.contiguous()
-    blocks = _block_args(state, n_rows * n_cols, n_cols)
+    blocks = _block_args(blocksize, n_rows * n_cols, offset is not None, n_cols)
     per_row = n_cols // blocks["BLOCKSIZE"] if blocks["ROW_BLOCKS"] else 0
-    common = (packed, code, absmax, offset, x2, y)
-    flags = {"K_BITS": state.bits, "ALIGNED": n_cols % 8 == 0, **blocks}
+    common = (packed, *scales, x2, y)
+    flags = {"K_BITS": bits, "ALIGNED": n_cols % 8 == 0, **blocks}
     tuned = packed.device.type == "cuda"
-    if batch == 1 or small_batch == "gemv":
+    if batch == 1 or not dot:
         kernel = gemv_autotuned if tuned else gemv_kernel
 
         def grid(meta: dict[str, Any]) -> tuple[int, int]:
@@ -235,3 +336,33 @@ def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, small_batch: str = "
             DOT_DTYPE=DOT_DTYPES[x2.dtype], **flags, **extra,
         )
     return y.reshape(n_rows) if squeeze else y
+
+
+def gemv(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, int],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    x: torch.Tensor,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry op gemv: the fused dequantize-GEMV, one program row per row of x (memory-bound at batch 1)."""
+    return _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, dot=False)
+
+
+def matmul(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, int],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    x: torch.Tensor,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry op matmul: dequantized (BLOCK_N, BLOCK_K) weight tiles through tl.dot for a small batch of rows."""
+    return _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, dot=True)

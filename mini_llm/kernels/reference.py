@@ -1,5 +1,10 @@
 """Reference implementations in plain numpy (float64) and torch: the ground truth every fast kernel is tested against.
 
+Two kinds: the float64 numpy functions (``*_reference``), the oracle of the tests, and the pure-torch operations
+``quantize``, ``dequantize``, ``gemv`` and ``matmul`` with the registry's signatures (mini_llm.kernels.registry),
+registered as the DEFAULT implementation that serves every device without a kernel of its own (any device torch
+runs on, and any backend='reference' call).
+
 Layout shared by every backend (bits k in 2..8):
 - codes: one k-bit code per element of the flattened (row-major) tensor;
 - packed: a dense bit stream, ceil(n * k / 8) bytes; element i takes bits i*k .. i*k+k-1 counted from the most
@@ -12,6 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "reference")
 
 
 def packed_nbytes(n: int, bits: int) -> int:
@@ -122,3 +130,94 @@ def dequantize_torch(
     if offset is not None:
         values = values + offset.float()[block]
     return values.reshape(shape).to(dtype)
+
+
+def pack_torch(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pure-torch packing of codes (n,) < 2**bits into the dense MSB-first bit stream (ceil(n*bits/8),) uint8."""
+    n = codes.numel()
+    groups = (n + 7) // 8  # 8 codes of k bits fill exactly k bytes
+    padded = torch.zeros(groups * 8, dtype=torch.int64, device=codes.device)
+    padded[:n] = codes.reshape(-1).long()
+    code_shifts = bits * torch.arange(7, -1, -1, device=codes.device)  # (8,)
+    words = (padded.reshape(groups, 8) << code_shifts).sum(dim=1, keepdim=True)  # (G, 1) disjoint bits: sum == or
+    byte_shifts = 8 * torch.arange(bits - 1, -1, -1, device=codes.device)  # (k,)
+    return ((words >> byte_shifts) & 255).to(torch.uint8).reshape(-1)[: packed_nbytes(n, bits)]
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend for the pure-torch reference must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def quantize(
+    A: torch.Tensor, code: torch.Tensor, bits: int, blocksize: int | None, centered: bool, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Registry op quantize in pure torch on A's device: float32 normalisation, ties to the lower code (as the
+    numpy quantize_reference and every kernel)."""
+    _check_backend(backend)
+    x = A.detach().reshape(-1).float()  # (n,)
+    n = x.numel()
+    block = n if blocksize is None else blocksize
+    nb = n_blocks(n, block)
+    blocks = F.pad(x, (0, nb * block - n)).reshape(nb, block)  # (nb, block)
+    valid = (torch.arange(nb * block, device=x.device) < n).reshape(nb, block)
+    if centered:
+        hi = blocks.masked_fill(~valid, -torch.inf).amax(dim=1)  # (nb,)
+        lo = blocks.masked_fill(~valid, torch.inf).amin(dim=1)
+        offset = (hi + lo) * 0.5  # (nb,) float32 midrange
+    else:
+        offset = torch.zeros(nb, dtype=torch.float32, device=x.device)
+    shifted = blocks - offset[:, None]  # (nb, block)
+    absmax = shifted.abs().masked_fill(~valid, 0.0).amax(dim=1)  # (nb,)
+    safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
+    normed = (shifted / safe[:, None]).reshape(-1)[:n]  # (n,) float32
+    table = code.to(device=x.device, dtype=torch.float32)
+    mids = ((table[:-1] + table[1:]) * 0.5).contiguous()  # (2**k - 1,) decision boundaries
+    codes = torch.searchsorted(mids, normed, side="left")  # number of boundaries strictly below
+    return pack_torch(codes, bits), absmax, (offset if centered else None)
+
+
+def dequantize(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, ...],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    dtype: torch.dtype,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry op dequantize in pure torch on packed's device."""
+    _check_backend(backend)
+    device = packed.device
+    numel = int(np.prod(shape))
+    return dequantize_torch(
+        packed,
+        bits,
+        tuple(shape),
+        code.to(device),
+        absmax.to(device),
+        None if offset is None else offset.to(device),
+        numel if blocksize is None else blocksize,
+        dtype,
+    )
+
+
+def gemv(
+    packed: torch.Tensor,
+    bits: int,
+    shape: tuple[int, int],
+    code: torch.Tensor,
+    absmax: torch.Tensor,
+    offset: torch.Tensor | None,
+    blocksize: int | None,
+    x: torch.Tensor,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Registry ops gemv and matmul in pure torch: the float32 weight dequantized, then x (K,) or (B, K) @ W.T."""
+    W = dequantize(packed, bits, shape, code, absmax, offset, blocksize, torch.float32, backend)  # (N, K)
+    return F.linear(x.detach().float(), W)  # (N,) or (B, N)
+
+
+matmul = gemv  # one dequantized weight serves every row of x

@@ -3,13 +3,20 @@
 codebooks (int, float ExMy, dynamic, quantile, NormalFloat) -> blockwise absmax quantize/dequantize with a
 QuantState that round-trips through safetensors -> dense k-bit packing (bitsandbytes' 4-bit layout) ->
 outlier-dependent quantization -> bit accounting -> QuantizedLinear and quantize_model.
+
+Imports run one way, module level only: checks <- codebooks <- state <- blockwise, accounting, bitsandbytes_layout;
+checks <- packing; layers (which modules are linear) <- outliers; linear imports accounting, blockwise, layers,
+outliers and state, and nothing imports linear but this package. The arithmetic runs through the kernel registry
+(mini_llm.kernels.quantize / dequantize / gemv: Numba on the CPU, Triton on CUDA, pure torch elsewhere); quant
+imports no backend module.
 """
 
-from mini_llm.quant.accounting import bits_per_param, model_bits, tensor_bits
+from mini_llm.quant.accounting import bits_per_param, tensor_bits
 from mini_llm.quant.bitsandbytes_layout import from_bitsandbytes, to_bitsandbytes
 from mini_llm.quant.blockwise import dequantize, dequantize_reference, quantize
 from mini_llm.quant.codebooks import CODEBOOKS, Codebook, codebook
-from mini_llm.quant.linear import QuantizedLinear, count_quantized, linear_weight, quantize_model, weight_error
+from mini_llm.quant.layers import linear_weight
+from mini_llm.quant.linear import QuantizedLinear, count_quantized, model_bits, quantize_model, weight_error
 from mini_llm.quant.outliers import input_magnitudes, top_dims
 from mini_llm.quant.packing import pack_codes, unpack_codes
 from mini_llm.quant.state import QuantState, load_quantized, save_quantized

@@ -1,4 +1,5 @@
-"""Exact bit accounting: bits per parameter of one quantized tensor and total bits of a model.
+"""Exact bit accounting of one quantized tensor: its total bits and bits per parameter (model totals, which walk
+QuantizedLinear layers, are mini_llm.quant.linear.model_bits).
 
 A quantized tensor stores its packed codes (8 bytes per byte, padding included), one float32 absmax per block, one
 float32 offset per block when centered, and, for a data-dependent codebook (quantile), its 2**k float32 values;
@@ -7,8 +8,6 @@ So 4-bit blocks of 64 with float32 absmax cost 4 + 32/64 = 4.5 bits per paramete
 """
 
 from __future__ import annotations
-
-from torch import nn
 
 from mini_llm.quant.state import QuantState
 
@@ -30,24 +29,3 @@ def bits_per_param(state: QuantState) -> float:
     if not isinstance(state, QuantState):
         raise ValueError(f"state must be a QuantState, got {type(state).__name__}")
     return tensor_bits(state) / state.numel
-
-
-def model_bits(model: nn.Module) -> int:
-    """Total bits of a model: every QuantizedLinear's stored_bits() plus every other parameter and buffer at its dtype.
-
-    Shared (tied) tensors are counted once.
-    """
-    from mini_llm.quant.linear import QuantizedLinear
-
-    total = 0
-    seen: set[int] = set()
-    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
-    for module in quantized:
-        total += module.stored_bits()
-        seen.update(t.data_ptr() for t in module.state_tensors())
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.data_ptr() in seen or tensor.numel() == 0:
-            continue
-        seen.add(tensor.data_ptr())
-        total += tensor.numel() * tensor.element_size() * 8
-    return total

@@ -1,4 +1,8 @@
-"""Blockwise absmax quantization: quantize(W) -> (packed, state) and dequantize(packed, state) -> W'."""
+"""Blockwise absmax quantization: quantize(W) -> (packed, state) and dequantize(packed, state) -> W'.
+
+Both run through the kernel registry (mini_llm.kernels): Numba for CPU tensors, Triton for CUDA tensors, the
+pure-torch reference on any other device; the result stays on W's (or packed's) device.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import numpy as np
 import torch
 
 from mini_llm import kernels
-from mini_llm.kernels import cpu, reference
+from mini_llm.kernels import reference
 from mini_llm.quant.checks import check_bits, check_blocksize, check_float32_range, check_scales, check_weight
 from mini_llm.quant.codebooks import Codebook, codebook
 from mini_llm.quant.state import QuantState
@@ -33,34 +37,34 @@ def quantize(
     W = check_float32_range(check_weight(W))
     if not isinstance(centered, bool):
         raise ValueError(f"centered must be True or False, got {centered!r}")
-    x = W.detach().cpu().float().reshape(-1).numpy()  # (n,) float32
-    block = x.size if blocksize is None else blocksize
+    x = W.detach().reshape(-1)  # (n,) on W's device
+    block = x.numel() if blocksize is None else blocksize
     book = _resolve_codebook(codebook, bits, exponent_bits, x, block, centered)
-    codes, absmax, offset = cpu.quantize(x, book.values, bits, block, centered)
+    code = book.tensor().to(x.device)
+    packed, absmax, offset = kernels.quantize(x, code, bits, blocksize, centered)
     check_scales(absmax, offset)
-    packed = torch.from_numpy(cpu.pack(codes, bits))
     state = QuantState(
         shape=tuple(W.shape),
         dtype=W.dtype,
         bits=bits,
         blocksize=blocksize,
         codebook=book.name,
-        code=book.tensor(),
-        absmax=torch.from_numpy(absmax),
-        offset=None if offset is None else torch.from_numpy(offset),
+        code=code,
+        absmax=absmax,
+        offset=offset,
     )
     return packed, state
 
 
 def _resolve_codebook(
-    book: str | Codebook, bits: int, exponent_bits: int | None, x: np.ndarray, block: int, centered: bool
+    book: str | Codebook, bits: int, exponent_bits: int | None, x: torch.Tensor, block: int, centered: bool
 ) -> Codebook:
     if isinstance(book, Codebook):
         if book.bits != bits:
             raise ValueError(f"codebook has {book.bits} bits but bits={bits}")
         return book
     if book == "quantile":  # quantiles of the values as the blocks will see them: absmax-normalised
-        sample = x[: min(x.size, 1 << 20)]  # (<= 2**20,) enough for 2**k quantiles
+        sample = x[: min(x.numel(), 1 << 20)].cpu().float().numpy()  # (<= 2**20,) enough for 2**k quantiles
         _, absmax, offset = reference.quantize_reference(sample, np.array([-1.0, 1.0]), block, centered)
         idx = np.arange(sample.size) // block
         shift = offset[idx] if offset is not None else 0.0
@@ -76,21 +80,10 @@ def dequantize(packed: torch.Tensor, state: QuantState) -> torch.Tensor:
     if not isinstance(state, QuantState):
         raise ValueError(f"state must be a QuantState, got {type(state).__name__}")
     state.validate(packed)
-    if packed.device.type not in ("cpu", "cuda"):  # no fast kernel there: the pure-torch path
-        return dequantize_reference(packed, state)
-    return kernels.dequantize(packed.detach(), state)  # Numba on the CPU, Triton on CUDA
+    return kernels.dequantize(packed.detach(), state)  # the registry: Numba, Triton or the pure-torch reference
 
 
 def dequantize_reference(packed: torch.Tensor, state: QuantState) -> torch.Tensor:
     """Pure-torch dequantize (any device): the reference path QuantizedLinear uses off the Numba kernels."""
     state.validate(packed)
-    return reference.dequantize_torch(
-        packed,
-        state.bits,
-        state.shape,
-        state.code.to(packed.device),
-        state.absmax.to(packed.device),
-        None if state.offset is None else state.offset.to(packed.device),
-        state.effective_blocksize,
-        state.dtype,
-    )
+    return kernels.dequantize(packed, state, backend="reference")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 # The k-bit layout checks live with the kernels (the lower floor) and are shared from there.
@@ -49,11 +48,11 @@ def check_float32_range(W: torch.Tensor, name: str = "W") -> torch.Tensor:
     return W
 
 
-def check_scales(absmax: np.ndarray, offset: np.ndarray | None, name: str = "W") -> None:
+def check_scales(absmax: torch.Tensor, offset: torch.Tensor | None, name: str = "W") -> None:
     """The per-block absmax (and centering offset) are finite: ValueError naming `name` when a block overflowed."""
     for what, values in (("absmax", absmax), ("offset", offset)):
-        if values is not None and not bool(np.isfinite(values).all()):
-            blocks = int((~np.isfinite(values)).sum())
+        if values is not None and not bool(torch.isfinite(values).all()):
+            blocks = int((~torch.isfinite(values)).sum())
             raise ValueError(
                 f"{name} has values too large to quantize: the float32 {what} of {blocks} block(s) overflows "
                 f"(|x|, or with centering the block's midrange and spread, must stay below {FLOAT32_MAX:.4g}); "

@@ -1,4 +1,5 @@
-"""QuantizedLinear (k-bit weights, optional 16-bit outlier columns) and quantize_model for any torch model.
+"""QuantizedLinear (k-bit weights, optional 16-bit outlier columns), quantize_model for any torch model, and the
+model-level measures of a quantized model (model_bits, count_quantized, weight_error).
 
 Works on every nn.Linear and on transformers' GPT-2 Conv1D (the same map with the weight stored transposed).
 The forward pass picks, per call: the fused k-bit GEMV for up to SMALL_BATCH rows of input (Numba on the CPU,
@@ -20,6 +21,7 @@ from mini_llm.quant.accounting import tensor_bits
 from mini_llm.quant.blockwise import dequantize_reference, quantize
 from mini_llm.quant.checks import check_bits, check_blocksize, check_layer_input, check_module_names
 from mini_llm.quant.codebooks import CODEBOOKS, Codebook
+from mini_llm.quant.layers import linear_weight
 from mini_llm.quant.outliers import input_magnitudes, top_dims
 from mini_llm.quant.state import QuantState
 
@@ -27,15 +29,6 @@ SMALL_BATCH = 8  # up to this many input rows use the fused k-bit GEMV; more row
 LINEAR_BACKENDS = ("auto", "simd", "portable", "reference")
 OUTLIER_BITS = 16  # outlier columns are stored in float16
 INDEX_BITS = 32  # each outlier dimension's index costs one int32
-
-
-def linear_weight(module: nn.Module) -> torch.Tensor | None:
-    """The (out_features, in_features) weight of an nn.Linear or a transformers Conv1D, else None."""
-    if isinstance(module, nn.Linear):
-        return module.weight
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None:
-        return module.weight.t()  # Conv1D stores (in, out)
-    return None
 
 
 class QuantizedLinear(nn.Module):
@@ -230,6 +223,25 @@ def quantize_model(
 
 def _skipped(name: str, skip: Sequence[str]) -> bool:
     return any(name == s or name.endswith("." + s) for s in skip)
+
+
+def model_bits(model: nn.Module) -> int:
+    """Total bits of a model: every QuantizedLinear's stored_bits() plus every other parameter and buffer at its dtype.
+
+    Shared (tied) tensors are counted once.
+    """
+    total = 0
+    seen: set[int] = set()
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    for module in quantized:
+        total += module.stored_bits()
+        seen.update(t.data_ptr() for t in module.state_tensors())
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.data_ptr() in seen or tensor.numel() == 0:
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size() * 8
+    return total
 
 
 def count_quantized(model: nn.Module) -> int:

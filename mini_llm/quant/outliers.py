@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from mini_llm.quant.layers import linear_weight
+
 
 def top_dims(magnitude: torch.Tensor, fraction: float) -> torch.Tensor:
     """Sorted indices of the round(fraction * K) largest entries of magnitude (K,), at least 1 when fraction > 0."""
@@ -29,8 +31,6 @@ def input_magnitudes(
 
     forward(model, batch) runs one batch (default: model(batch)); returns {module name: magnitudes}.
     """
-    from mini_llm.quant.linear import linear_weight
-
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     hooks = []
