@@ -1,9 +1,15 @@
-"""Reading the JSON files mini_llm writes (run configs, results): each is one object tagged with a "format"."""
+"""The JSON files mini_llm writes (run records, results): each is one object tagged with a "format".
+
+``format_json`` is the one way to write their text (a final newline; indented, with the long lists named in
+``one_line`` kept on one line each; ``mini_llm.train.rundir.write_json`` writes it atomically) and
+``read_format_json`` the one reader (the format tag checked, and a schema if given).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +41,49 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         raise ValueError(f"{source} is not {what}: {error}") from error
 
 
-def read_format_json(path: str | os.PathLike, expected_format: str, what: str) -> dict[str, Any]:
+def read_format_json(
+    path: str | os.PathLike, expected_format: str, what: str, schema: Schema | None = None
+) -> dict[str, Any]:
     """The JSON object in ``path`` whose "format" is ``expected_format``; ValueError naming the file otherwise.
 
-    ``what`` says what the file should be, for the message: "<path> is not <what> (format '...' expected)".
+    ``what`` says what the file should be, for the message: "<path> is not <what> (format '...' expected)". With a
+    ``schema`` the object is also checked against it (``check_schema``).
     """
     source = Path(path)
     payload = read_json(source)
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise ValueError(f"{source} is not {what} (format {expected_format!r} expected)")
+    if schema is not None:
+        check_schema(payload, schema, path)
     return payload
+
+
+def format_json(value: Any, indent: int | None = 1, one_line: Collection[str] = ()) -> str:
+    """JSON text of value with a final newline, non-ASCII characters kept: ``json.dumps(value, indent=indent)``,
+    except that the value of every object entry whose key is in ``one_line`` (long lists of numbers) is written on
+    one line without spaces. ``indent=None`` writes everything on one line (json's default separators)."""
+    if indent is None:
+        return json.dumps(value, ensure_ascii=False) + "\n"
+    return _indented(value, indent, frozenset(one_line), 1) + "\n"
+
+
+def _indented(value: Any, indent: int, one_line: frozenset[str], depth: int) -> str:
+    """value as json.dumps(indent=indent) writes it at nesting depth ``depth``, one_line entries compact."""
+    if isinstance(value, dict) and value:
+        items = [
+            json.dumps(key if isinstance(key, str) else json.dumps(key), ensure_ascii=False) + ": "
+            + (json.dumps(item, ensure_ascii=False, separators=(",", ":")) if key in one_line
+               else _indented(item, indent, one_line, depth + 1))
+            for key, item in value.items()
+        ]
+        brackets = "{}"
+    elif isinstance(value, list | tuple) and value:
+        items = [_indented(item, indent, one_line, depth + 1) for item in value]
+        brackets = "[]"
+    else:
+        return json.dumps(value, ensure_ascii=False)
+    inner, outer = "\n" + " " * (indent * depth), "\n" + " " * (indent * (depth - 1))
+    return brackets[0] + inner + ("," + inner).join(items) + outer + brackets[1]
 
 
 # A schema maps each key of a JSON object to what its value must be: a type (float accepts integers; bool is never

@@ -88,7 +88,7 @@ def test_cache_directory_comes_from_the_flag_the_environment_or_home(monkeypatch
     assert zoo.zoo_dir(tmp_path / "flag", "main") == tmp_path / "flag" / "zoo" / "main"
     monkeypatch.delenv("MINI_LLM_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert zoo.default_cache_dir() == tmp_path / "xdg" / "mini_llm"
+    assert zoo.zoo_dir(None, "test") == tmp_path / "xdg" / "mini_llm" / "zoo" / "test"
 
 
 # ---------------------------------------------------------------------------------------------------------------

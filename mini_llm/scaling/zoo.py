@@ -1,10 +1,11 @@
 """The model zoo: char-level GPTs of several sizes on People's Daily, one recipe, cached outside the repository.
 
 Every model is a ``mini_llm.tasks.charlm`` run (tied input/output embeddings, context 128, AdamW, warm-up + cosine)
-trained for the same number of tokens; only the width, depth and seed change. Run directories live in
-``<cache>/zoo/<preset set>/<size>-seed<seed>/`` and hold the charlm files plus the weights kept at 1/8, 1/4, 1/2
-and all of the token budget (``weights_step<NNNNNN>.safetensors``), which the sweep quantizes. The cache is
-``--cache-dir``, else ``$MINI_LLM_CACHE``, else ``$XDG_CACHE_HOME/mini_llm`` (``~/.cache/mini_llm``).
+trained for the same number of tokens; only the width, depth and seed change. Run directories follow
+``mini_llm.train.rundir``: they live in ``<cache>/zoo/<preset set>/<size>-seed<seed>/`` and hold the charlm files
+plus the weights kept at 1/8, 1/4, 1/2 and all of the token budget (``weights_step<NNNNNN>.safetensors``), which the
+sweep quantizes. The cache is ``--cache-dir``, else ``$MINI_LLM_CACHE``, else ``$XDG_CACHE_HOME/mini_llm``
+(``~/.cache/mini_llm``).
 
 The time plan interpolates the throughputs a planning pilot measured on 2 cores (``PILOT_THROUGHPUT``).
 """
@@ -26,13 +27,13 @@ from mini_llm import helpers
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.tasks.charlm import (
     CHECKPOINT_FILE,
-    CONFIG_FILE,
     KEPT_WEIGHTS,
     CharGPTPreset,
     read_run_config,
     train_char_gpt,
 )
 from mini_llm.train import TrainerConfig
+from mini_llm.train.rundir import run_dir
 
 VOCAB_SIZE = 4620  # characters of the training split (<unk> included): for the plan only, training reads the data
 KEEP_FRACTIONS = (Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(1))  # weights kept at these budget shares
@@ -150,15 +151,10 @@ def get_sizes(preset_set: str) -> tuple[ZooSize, ...]:
     return PRESET_SETS[preset_set]
 
 
-def default_cache_dir() -> Path:
-    """$MINI_LLM_CACHE, else $XDG_CACHE_HOME/mini_llm, else ~/.cache/mini_llm (``mini_llm.helpers.cache_root``)."""
-    return helpers.cache_root()
-
-
 def zoo_dir(cache_dir: str | os.PathLike | None = None, preset_set: str = "main") -> Path:
     """The directory holding the run directories of a preset set."""
     get_sizes(preset_set)
-    return helpers.cache_root(cache_dir) / "zoo" / preset_set
+    return run_dir("zoo", preset_set, cache_dir)
 
 
 @dataclass(frozen=True)
@@ -229,8 +225,8 @@ def job_status(job: ZooJob, cache_dir: str | os.PathLike | None = None) -> str:
     if step is None:
         return "missing"
     try:
-        training = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8")).get("training")
-    except (OSError, ValueError, AttributeError):
+        training = read_run_config(run).get("training")
+    except (OSError, ValueError):
         training = None
     if kept and step == job.size.steps and training is not None:
         return "done"

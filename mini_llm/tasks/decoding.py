@@ -7,7 +7,6 @@ each continuation, so that the diversity and fluency measures of chapter 6.3 can
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -20,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mini_llm.atomic import write_text_atomic
 from mini_llm.data import CharTokenizer, load_people_daily
 from mini_llm.generation import generate
 from mini_llm.jsonfiles import Schema, check_schema, read_format_json
+from mini_llm.train.rundir import write_json
 
 RESULT_FORMAT = "mini_llm.decoding/1"
 # What a result written by write_result holds (see mini_llm.jsonfiles.check_schema).
@@ -190,7 +189,7 @@ def write_result(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write an evaluate_decoding result as JSON (UTF-8, one run per strategy)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    write_json(out, result)
     return out
 
 

@@ -2,7 +2,8 @@
 
 Holds the optimisers, schedules, batch sources, the ``Trainer`` (any model with a loss), and the checkpoint room
 (``train.checkpoint``: training checkpoints and GPT weights files, read and written with checks). Every reader of a
-checkpoint or weights file goes through ``train.checkpoint``.
+checkpoint or weights file goes through ``train.checkpoint``. ``train.rundir`` is the run-directory convention of
+every command that writes a run (cache root, format-tagged JSON records written atomically, staged overwrite).
 May import: helpers, atomic, jsonfiles, nn. Never tasks, evaluation, scaling or cli.
 """
 

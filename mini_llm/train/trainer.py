@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,19 @@ from mini_llm.train.optim import SGD, Adam
 from mini_llm.train.schedule import WarmupCosineSchedule
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.nn.Module, Any, torch.Tensor], torch.Tensor]
+OptimizerFactory = Callable[[torch.nn.Module, "TrainerConfig"], torch.optim.Optimizer]  # (model, config) -> optimizer
+
+
+class Schedule(Protocol):
+    """A learning-rate schedule: ``apply`` sets the learning rate of the optimizer for a step and returns it."""
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float: ...
+
+
+ScheduleFactory = Callable[["TrainerConfig"], Schedule]
+ClipFn = Callable[[list[torch.Tensor], float], float]  # (parameters, max_norm) -> norm before clipping, in place
+EvalFn = Callable[[torch.nn.Module], dict[str, Any]]  # model (eval mode) -> results, recorded as eval_<key>
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,11 @@ def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())  # mean over B*T tokens
 
 
+def warmup_cosine(config: TrainerConfig) -> WarmupCosineSchedule:
+    """The config's schedule: linear warm-up to lr, cosine decay to min_lr at decay_steps (the default)."""
+    return WarmupCosineSchedule(config.lr, config.warmup_steps, config.resolved_decay_steps, config.min_lr)
+
+
 def build_optimizer(model: torch.nn.Module, config: TrainerConfig) -> torch.optim.Optimizer:
     """The config's optimizer over the model's trainable parameters, weight decay on matrices only."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -127,6 +144,13 @@ class Trainer:
     ``history`` has one dict per step: step (updates done), lr, train_loss, grad_norm (before clipping), and
     eval_loss / eval_perplexity (None except at evaluation steps). ``save_checkpoint`` / ``resume`` continue a run
     exactly: the same parameters and losses as if it had never stopped.
+
+    The recipe's parts can be swapped: ``optimizer(model, config)`` builds the optimizer (default
+    ``build_optimizer``), ``schedule(config)`` the learning-rate schedule (default ``warmup_cosine``), ``clip(params,
+    max_norm)`` clips the gradients in place and returns their norm (default ``clip_grad_norm``), and
+    ``evaluate(model)`` (called in eval mode at the evaluation steps) replaces the loss over ``eval_batch``: each
+    entry of the dict it returns is recorded as ``eval_<key>``. A batch source may return a dict of tensors as x
+    (moved to the device entry by entry), e.g. the batches of a DataLoader (``finetune.fine_tune`` does that).
     """
 
     def __init__(
@@ -136,6 +160,11 @@ class Trainer:
         train_batch: BatchFn,
         eval_batch: BatchFn | None = None,
         loss_fn: LossFn = next_token_loss,
+        *,
+        optimizer: OptimizerFactory = build_optimizer,
+        schedule: ScheduleFactory = warmup_cosine,
+        clip: ClipFn = clip_grad_norm,
+        evaluate: EvalFn | None = None,
     ) -> None:
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
@@ -144,10 +173,11 @@ class Trainer:
         self.train_batch = train_batch
         self.eval_batch = eval_batch
         self.loss_fn = loss_fn
-        self.optimizer = build_optimizer(model, config)
+        self.clip, self.eval_fn = clip, evaluate
+        self.optimizer = optimizer(model, config)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.device = self.params[0].device
-        self.schedule = WarmupCosineSchedule(config.lr, config.warmup_steps, config.resolved_decay_steps, config.min_lr)
+        self.schedule = schedule(config)
         self.generator = torch.Generator().manual_seed(config.seed)  # samples the training batches
         # The model's own randomness (dropout) draws from torch's global generators; the trainer keeps their state
         # and swaps it in for each step, so a run depends on nothing outside it and resumes exactly.
@@ -157,9 +187,11 @@ class Trainer:
         self.step = 0  # optimisation steps done
         self.history: list[dict[str, Any]] = []
 
-    def _batch(self, source: BatchFn, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One (x, y) batch from source, on the model's device."""
+    def _batch(self, source: BatchFn, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
+        """One (x, y) batch from source, on the model's device (x may be a dict of tensors)."""
         x, y = source(self.config.batch_size, generator)  # (B, T), (B, T)
+        if isinstance(x, dict):
+            return {key: value.to(self.device) for key, value in x.items()}, y.to(self.device)
         return x.to(self.device), y.to(self.device)
 
     @contextmanager
@@ -192,7 +224,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        grad_norm = clip_grad_norm(self.params, max_norm)
+        grad_norm = self.clip(self.params, max_norm)
         self.optimizer.step()
         self.step += 1
         record = {"step": self.step, "lr": lr, "train_loss": loss.item(), "grad_norm": grad_norm}
@@ -201,8 +233,12 @@ class Trainer:
         return record
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean loss over ``eval_batches`` evaluation batches (the same ones every time) and perplexity = exp(loss)."""
+    def evaluate(self) -> dict[str, Any]:
+        """Mean loss over ``eval_batches`` evaluation batches (the same ones every time) and perplexity = exp(loss);
+        with an ``evaluate`` function, what it returns for the model in eval mode."""
+        if self.eval_fn is not None:
+            with eval_mode(self.model):
+                return self.eval_fn(self.model)
         if self.eval_batch is None:
             raise ValueError("evaluate() needs an eval_batch source; pass eval_batch=... to the Trainer")
         generator = torch.Generator().manual_seed(self.config.seed + 1)
@@ -231,9 +267,9 @@ class Trainer:
             while self.step < until:
                 record = self.train_step()
                 evaluate = cfg.eval_interval and (self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps)
-                if evaluate and self.eval_batch is not None:
+                if evaluate and (self.eval_batch is not None or self.eval_fn is not None):
                     result = self.evaluate()
-                    record |= {"eval_loss": result["loss"], "eval_perplexity": result["perplexity"]}
+                    record |= {f"eval_{key}": value for key, value in result.items()}
                     postfix["eval_loss"] = f"{result['loss']:.4f}"
                 if cfg.checkpoint_path and cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0:
                     self.save_checkpoint(cfg.checkpoint_path)

@@ -4,7 +4,8 @@ One job per module:
 - ``presets``   the named model sizes and training recipes (``PRESETS``, ``CharGPTPreset``, ``get_preset``)
 - ``training``  ``train_char_gpt``: a fresh, resumed or overwriting run into a run directory; ``build_model``,
                 ``mean_loss``
-- ``rundir``    the run directory: file names, config.json, the staged overwrite, ``load_char_gpt``
+- ``rundir``    the run directory (``mini_llm.train.rundir``'s convention): file names, config.json,
+                ``load_char_gpt``
 - ``history``   history.csv, one row per step (``write_history``, ``read_history``)
 - ``text``      prompts and generated text (``encode_prompt``, ``generate_text``)
 The corpus split lives in ``mini_llm.data.char_corpus`` (``prepare_data``) and the weights files in
@@ -23,10 +24,10 @@ from mini_llm.tasks.charlm.rundir import (
     TOKENIZER_FILE,
     load_char_gpt,
     read_run_config,
-    staging_dir,
 )
 from mini_llm.tasks.charlm.text import encode_prompt, generate_text, unknown_characters
 from mini_llm.tasks.charlm.training import Log, build_model, mean_loss, train_char_gpt
+from mini_llm.train.rundir import staging_dir
 
 __all__ = [
     "CHECKPOINT_FILE",

@@ -6,14 +6,13 @@ A run directory holds four files:
 - ``config.json``             preset name, GPTConfig, TrainerConfig, data sizes and the training summary
 - ``history.csv``             one row per step: step, lr, train_loss, grad_norm, eval_loss, eval_perplexity
 and, when ``keep_steps`` asks for them, ``weights_step<NNNNNN>.safetensors``: the model weights after that step
-(``mini_llm.train.checkpoint.save_weights``).
+(``mini_llm.train.checkpoint.save_weights``). The directory follows ``mini_llm.train.rundir``: config.json is its
+format-tagged run record, every file is written atomically, and an overwrite is staged in ``<run>.new``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,13 @@ from typing import Any
 import torch
 
 from mini_llm import __version__
-from mini_llm.atomic import write_text_atomic
 from mini_llm.data import CharTokenizer
 from mini_llm.data.char_corpus import CORPUS, VAL_FRACTION, CharData
 from mini_llm.helpers import check_device
-from mini_llm.jsonfiles import read_format_json
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.train import TrainerConfig, load_model_weights
 from mini_llm.train.checkpoint import gpt_config_from_dict
+from mini_llm.train.rundir import read_record, write_record
 
 KEPT_WEIGHTS = "weights_step{step:06d}.safetensors"  # weight snapshots kept at intermediate steps
 
@@ -56,9 +54,9 @@ def trainer_record(config: TrainerConfig) -> dict[str, Any]:
     return values
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write UTF-8 JSON atomically (a crash never leaves half a file)."""
-    write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+def write_run_config(path: Path, payload: dict[str, Any]) -> None:
+    """Write config.json (indented by 2, as since its first version) atomically."""
+    write_record(path, payload, indent=2)
 
 
 def new_run_config(preset_name: str, model_config: GPTConfig, trainer_config: TrainerConfig, data: CharData) -> dict:
@@ -80,21 +78,6 @@ def new_run_config(preset_name: str, model_config: GPTConfig, trainer_config: Tr
     }
 
 
-def staging_dir(out_dir: str | os.PathLike) -> Path:
-    """Where ``train_char_gpt(..., overwrite=True)`` trains the run that replaces the one in out_dir."""
-    out_dir = Path(out_dir)
-    return out_dir.with_name(out_dir.name + ".new")
-
-
-def swap_in(new: Path, out: Path) -> None:
-    """Replace the run directory out by new: two renames, the earlier run deleted only after both."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(out, old)
-    os.replace(new, out)
-    shutil.rmtree(old)
-
-
 def _missing(path: Path, run_dir: Path) -> FileNotFoundError:
     """The error for a run directory, or a file of one, that is not there."""
     return FileNotFoundError(f"{path} does not exist; train a model first with `mini-llm train --run-dir {run_dir}`")
@@ -105,7 +88,7 @@ def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(out_dir) / CONFIG_FILE
     if not path.is_file():
         raise _missing(path, Path(out_dir))
-    payload = read_format_json(path, CONFIG_FORMAT, "a mini_llm char-GPT config")
+    payload = read_record(path, CONFIG_FORMAT, "a mini_llm char-GPT config")
     for key in ("preset", "model"):
         if key not in payload:
             raise ValueError(f"{path} has no {key!r} entry")

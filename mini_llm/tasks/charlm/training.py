@@ -27,13 +27,12 @@ from mini_llm.tasks.charlm.rundir import (
     gpt_config_of_run,
     new_run_config,
     read_run_config,
-    staging_dir,
-    swap_in,
     trainer_record,
-    write_json,
+    write_run_config,
 )
 from mini_llm.train import BatchFn, TokenBatches, Trainer, next_token_loss
 from mini_llm.train.checkpoint import save_weights
+from mini_llm.train.rundir import staging_dir, swap_in
 
 Log = Callable[[str], None]
 
@@ -80,7 +79,7 @@ def _start_trainer(
     for kept in out_dir.glob(KEPT_WEIGHTS.replace("{step:06d}", "*")):  # nor its weight snapshots
         kept.unlink()
     data.tokenizer.save(out_dir / TOKENIZER_FILE)
-    write_json(out_dir / CONFIG_FILE, new_run_config(preset_name, model_config, trainer_config, data))
+    write_run_config(out_dir / CONFIG_FILE, new_run_config(preset_name, model_config, trainer_config, data))
     return Trainer(model, trainer_config, *_batches(data, model_config.block_size))
 
 
@@ -181,7 +180,7 @@ def train_char_gpt(
     run_config = read_run_config(out)
     run_config["trainer"] = trainer_record(trainer.config)
     run_config["training"] = summary
-    write_json(out / CONFIG_FILE, run_config)
+    write_run_config(out / CONFIG_FILE, run_config)
     if out != final:
         swap_in(out, final)
     return model.eval(), data.tokenizer, history

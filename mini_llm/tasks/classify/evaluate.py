@@ -7,7 +7,6 @@ and the per-example predictions.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mini_llm.atomic import read_safetensors, write_text_atomic
+from mini_llm.atomic import read_safetensors
 from mini_llm.data import CharTokenizer
 from mini_llm.evaluation.classification import classification_metrics
 from mini_llm.jsonfiles import Schema, check_schema, read_format_json, read_json
@@ -40,6 +39,7 @@ from mini_llm.tasks.classify.runs import (
 )
 from mini_llm.tasks.classify.text_data import Encoder, TextClassificationDataset, make_loader
 from mini_llm.train.checkpoint import load_unique_tensors
+from mini_llm.train.rundir import write_json
 
 EVAL_FORMAT = "mini_llm.classify.eval/1"
 # What an evaluation written by write_eval holds; its per-example lists have metrics.n entries.
@@ -221,11 +221,7 @@ def write_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write an evaluate_run result as indented JSON, the per-example lists on one line each."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    long_lists = ("predictions", "positive_probability")
-    text = json.dumps({k: v for k, v in result.items() if k not in long_lists}, ensure_ascii=False, indent=1)
-    tails = [f' "{key}": {json.dumps(result[key], separators=(",", ":"))}' for key in long_lists if key in result]
-    text = text[: text.rindex("}")].rstrip() + "".join(",\n" + tail for tail in tails) + "\n}\n"
-    write_text_atomic(path, text)
+    write_json(path, result, one_line=("predictions", "positive_probability"))
     return path
 
 

@@ -1,5 +1,8 @@
 """Fine-tune a sequence classifier on DataLoader batches with AdamW; pick the step with the best validation accuracy.
 
+The fine-tuning is a configuration of ``mini_llm.train.Trainer`` (its optimizer, schedule, clipping and evaluation
+swapped for BERT's recipe), not a loop of its own.
+
 Works for any model called as ``model(input_ids=..., attention_mask=..., labels=...)`` that returns an object with
 ``.loss`` and ``.logits`` (B, C): transformers' BertForSequenceClassification and mini_llm's alike.
 """
@@ -9,12 +12,12 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mini_llm.helpers import check_int, eval_mode
 from mini_llm.tasks.classify.imbalance import check_class_weights, weighted_cross_entropy
@@ -72,6 +75,40 @@ def predict_logits(model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Te
     return torch.cat(logits), all_labels, loss_sum / len(all_labels)
 
 
+class LoaderBatches:
+    """A Trainer batch source over a DataLoader: its batches in order, epoch after epoch, as (batch, labels).
+
+    The loader's own generator orders each epoch (``iter`` is called when the previous epoch is used up), so the
+    Trainer's batch generator and size are not used.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.batches: Iterator[dict[str, torch.Tensor]] | None = None
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        batch = next(self.batches, None) if self.batches is not None else None
+        if batch is None:  # the first call, or the end of an epoch
+            self.batches = iter(self.loader)
+            batch = next(self.batches)
+        return batch, batch["labels"]
+
+
+@dataclass
+class LinearWarmupDecay:
+    """The Trainer schedule of ``linear_warmup_decay``: lr times the factor of the step (as torch's LambdaLR)."""
+
+    lr: float  # peak learning rate
+    total: int  # steps in all
+    warmup: int  # steps of linear warm-up
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr * linear_warmup_decay(step, self.total, self.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
 def fine_tune(
     model: torch.nn.Module,
     train_loader: DataLoader,
@@ -82,49 +119,58 @@ def fine_tune(
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place; it ends with the weights of the best validation accuracy. Returns the history.
 
-    With ``class_weights`` (C,) the training loss is the class-weighted cross-entropy (``weighted_cross_entropy``)
-    instead of the model's own loss; the validation loss stays unweighted.
+    A ``mini_llm.train.Trainer`` configuration: torch's AdamW (``adamw``), the linear warm-up and decay
+    (``LinearWarmupDecay``), torch's gradient clipping, the loader's batches, an evaluation of the validation
+    accuracy every ``eval_every`` steps and at the end. Dropout draws from torch's global generator seeded with
+    ``config.seed``, which is left where the training leaves it. With ``class_weights`` (C,) the training loss is
+    the class-weighted cross-entropy (``weighted_cross_entropy``) instead of the model's own loss; the validation
+    loss stays unweighted.
     """
+    from mini_llm.train import Trainer, TrainerConfig
+
     weights = None if class_weights is None else check_class_weights(class_weights, model.config.num_labels)
-    torch.manual_seed(config.seed)  # dropout masks
-    optimizer = adamw(model, config.lr, config.weight_decay)
     total = config.epochs * len(train_loader)
     warmup = int(config.warmup_fraction * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, total, warmup))
+    trainer_config = TrainerConfig(
+        max_steps=total, batch_size=config.batch_size, lr=config.lr, warmup_steps=0, min_lr=0.0,
+        weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_interval=config.eval_every,
+        seed=config.seed, progress=progress,
+    )
     history: list[dict[str, Any]] = []
-    best_accuracy, best_state = -1.0, None
-    window: list[float] = []  # training losses since the last evaluation
-    start, step = time.perf_counter(), 0
-    model.train()
-    with tqdm(total=total, desc="fine-tune", disable=not progress) as bar:
-        for _ in range(config.epochs):
-            for batch in train_loader:
-                out = model(**batch)
-                loss = out.loss if weights is None else weighted_cross_entropy(out.logits, batch["labels"], weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                schedule.step()
-                step += 1
-                window.append(loss.item())
-                bar.update()
-                if step % config.eval_every and step != total:
-                    continue
-                logits, labels, val_loss = predict_logits(model, validation_loader)
-                val_accuracy = (logits.argmax(-1) == labels).double().mean().item()
-                history.append(
-                    {
-                        "step": step,
-                        "train_loss": sum(window) / len(window),
-                        "val_loss": val_loss,
-                        "val_accuracy": val_accuracy,
-                        "seconds": time.perf_counter() - start,
-                    }
-                )
-                window = []
-                bar.set_postfix(val_accuracy=f"{val_accuracy:.4f}")
-                if val_accuracy > best_accuracy:
-                    best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    best: dict[str, Any] = {"accuracy": -1.0, "state": None}
+    last_eval = [0]  # the step of the previous evaluation: the training losses since then are averaged
+    start = time.perf_counter()
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        out = model(**batch)
+        return out.loss if weights is None else weighted_cross_entropy(out.logits, labels, weights)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, Any]:
+        logits, labels, val_loss = predict_logits(model, validation_loader)
+        val_accuracy = (logits.argmax(-1) == labels).double().mean().item()
+        window = [record["train_loss"] for record in trainer.history[last_eval[0]:]]
+        last_eval[0] = trainer.step
+        history.append({"step": trainer.step, "train_loss": sum(window) / len(window), "val_loss": val_loss,
+                        "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start})
+        if val_accuracy > best["accuracy"]:
+            best.update(accuracy=val_accuracy, state=copy.deepcopy(model.state_dict()))
+        return {"loss": val_loss, "accuracy": val_accuracy}
+
+    def clip(params: list[torch.Tensor], max_norm: float) -> float:  # torch's, over the model's parameter order
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+
+    trainer = Trainer(
+        model, trainer_config, LoaderBatches(train_loader), loss_fn=loss_fn,
+        optimizer=lambda model, cfg: adamw(model, cfg.lr, cfg.weight_decay),
+        schedule=lambda cfg: LinearWarmupDecay(cfg.lr, total, warmup), clip=clip, evaluate=evaluate,
+    )
+    torch.manual_seed(config.seed)  # dropout masks: the model's generators start from the seeded global state
+    trainer.model_rng = {"cpu": torch.get_rng_state()}
+    if trainer.device.type == "cuda":
+        trainer.model_rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    trainer.train()
+    torch.set_rng_state(trainer.model_rng["cpu"])  # where the dropout masks left the global generator
+    if "cuda" in trainer.model_rng:
+        torch.cuda.set_rng_state(trainer.model_rng["cuda"], trainer.device)
+    model.load_state_dict(best["state"])
     return history

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -15,9 +14,8 @@ import numpy as np
 import torch
 
 from mini_llm import __version__
-from mini_llm.atomic import write_text_atomic
 from mini_llm.evaluation.classification import classification_metrics
-from mini_llm.jsonfiles import Schema, check_schema, read_format_json
+from mini_llm.jsonfiles import Schema, read_format_json
 from mini_llm.tasks.classify.finetune import fine_tune, predict_logits
 from mini_llm.tasks.classify.hf_bert import hf_bert_classifier
 from mini_llm.tasks.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
@@ -25,6 +23,7 @@ from mini_llm.tasks.classify.imbalance import class_prior, imbalanced_indices, i
 from mini_llm.tasks.classify.presets import get_preset
 from mini_llm.tasks.classify.runs import review_split
 from mini_llm.tasks.classify.text_data import TextClassificationDataset, make_loader
+from mini_llm.train.rundir import write_json
 
 IMBALANCE_FORMAT = "mini_llm.classify.imbalance/1"
 # What a sweep written by write_imbalance holds (see mini_llm.jsonfiles.check_schema).
@@ -126,19 +125,13 @@ def write_imbalance(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write an imbalance_sweep result as indented JSON, each run's log-odds on one line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    odds = [run["log_odds"] for run in result["runs"]]
-    marked = {**result, "runs": [{**run, "log_odds": f"@log_odds{i}@"} for i, run in enumerate(result["runs"])]}
-    text = json.dumps(marked, ensure_ascii=False, indent=1)
-    for i, values in enumerate(odds):
-        text = text.replace(f'"@log_odds{i}@"', json.dumps(values, separators=(",", ":")))
-    write_text_atomic(path, text + "\n")
+    write_json(path, result, one_line=("log_odds",))
     return path
 
 
 def read_imbalance(path: str | os.PathLike) -> dict[str, Any]:
     """A sweep written by write_imbalance; ValueError if the file is not one."""
-    payload = read_format_json(path, IMBALANCE_FORMAT, "an imbalance sweep")
-    check_schema(payload, IMBALANCE_SCHEMA, path)
+    payload = read_format_json(path, IMBALANCE_FORMAT, "an imbalance sweep", IMBALANCE_SCHEMA)
     if len({len(run["log_odds"]) for run in payload["runs"]}) > 1:
         raise ValueError(f"{path}: the runs' log_odds lists differ in length (one per test review each)")
     return payload

@@ -1,7 +1,8 @@
 """Train and save the three review classifiers; one run directory per trained model (read back by ``evaluate``).
 
-A run directory holds ``run.json`` (format, model, preset, seed, timings, histories; written last, so a run
-without it is incomplete) and the model's files, all safetensors or JSON (no pickle):
+A run directory follows ``mini_llm.train.rundir`` (``<cache>/classify/<model>-<preset>-seed<seed>`` unless given,
+every file written atomically). It holds ``run.json`` (format, model, preset, seed, timings, histories; written
+last, so a run without it is incomplete) and the model's files, all safetensors or JSON (no pickle):
 - naive-bayes: ``naive_bayes.safetensors`` (log prior, log likelihoods, classes) and ``ngrams.json``
 - bert-hf:     ``model/`` (transformers' config.json + model.safetensors) and ``tokenizer/`` (tokenizer.json, ...)
 - mini-llm:    ``model.safetensors``, ``bert_config.json`` and ``tokenizer.json`` (CharTokenizer)
@@ -9,7 +10,6 @@ without it is incomplete) and the model's files, all safetensors or JSON (no pic
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from mini_llm import __version__
-from mini_llm.atomic import write_safetensors, write_text_atomic
+from mini_llm.atomic import write_safetensors
 from mini_llm.data import load_people_daily, load_reviews
-from mini_llm.helpers import cache_root
-from mini_llm.jsonfiles import Schema, check_schema, read_format_json
+from mini_llm.jsonfiles import Schema
 from mini_llm.tasks.classify.finetune import fine_tune
 from mini_llm.tasks.classify.hf_bert import hf_bert_classifier
 from mini_llm.tasks.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
@@ -35,6 +34,7 @@ from mini_llm.tasks.classify.naive_bayes import CharNGramNaiveBayes
 from mini_llm.tasks.classify.presets import ClassifyPreset, check_model, get_preset
 from mini_llm.tasks.classify.text_data import Encoder, TextClassificationDataset, make_loader
 from mini_llm.train.checkpoint import unique_tensors
+from mini_llm.train.rundir import read_record, run_dir, write_json, write_record
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "mini_llm.classify.run/1"
@@ -56,7 +56,7 @@ Log = Callable[[str], None]
 
 def default_run_dir(model: str, preset: str, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
     """<cache>/classify/<model>-<preset>-seed<seed>; cache = cache_dir, $MINI_LLM_CACHE or ~/.cache/mini_llm."""
-    return cache_root(cache_dir) / "classify" / f"{check_model(model)}-{preset}-seed{seed}"
+    return run_dir("classify", f"{check_model(model)}-{preset}-seed{seed}", cache_dir)
 
 
 def review_split(name: str, max_size: int | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -95,7 +95,7 @@ def _save_naive_bayes(model: CharNGramNaiveBayes, out: Path) -> None:
     }
     write_safetensors(out / NB_ARRAYS, arrays)
     settings = {"n_min": model.n_min, "n_max": model.n_max, "alpha": model.alpha, "ngrams": list(model.vocabulary)}
-    write_text_atomic(out / NGRAMS_FILE, json.dumps(settings, ensure_ascii=False))
+    write_json(out / NGRAMS_FILE, settings, indent=None)
 
 
 @contextmanager
@@ -211,7 +211,7 @@ def train_mini_llm(preset: ClassifyPreset, out: Path | None = None, progress: bo
     history = fine_tune(model, *_loaders(encode, preset), preset.finetune, progress=progress)
     if out is not None:
         write_safetensors(out / "model.safetensors", unique_tensors(model))
-        write_text_atomic(out / BERT_CONFIG_FILE, json.dumps(asdict(config)))
+        write_json(out / BERT_CONFIG_FILE, asdict(config), indent=None)
         vocabulary.tokenizer.save(out / "tokenizer.json")
     return {
         "model": model,
@@ -266,7 +266,7 @@ def train_run(
         trained = (train_hf_bert if model == "bert-hf" else train_mini_llm)(settings, out, progress)
         info |= {key: value for key, value in trained.items() if key not in ("model", "tokenizer", "encode")}
     info["seconds"] = time.perf_counter() - start
-    write_text_atomic(out / RUN_FILE, json.dumps(info, ensure_ascii=False, indent=1))
+    write_record(out / RUN_FILE, info)
     if log is not None:
         log(f"trained {model} ({preset}) in {info['seconds']:.1f} s with {info['torch_threads']} torch threads")
     return info
@@ -280,8 +280,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no trained classifier in {run_dir}: the directory does not exist")
     if not path.exists():
         raise FileNotFoundError(f"no trained classifier in {run_dir}: {path} does not exist (training unfinished?)")
-    info = read_format_json(path, RUN_FORMAT, "a classifier run")
-    check_schema(info, RUN_SCHEMA, path)
+    info = read_record(path, RUN_FORMAT, "a classifier run", RUN_SCHEMA)
     try:
         check_model(info["model"])
     except ValueError as error:
