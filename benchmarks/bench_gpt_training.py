@@ -16,19 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from common import (
-    busy_note,
-    format_machine,
-    hf_gpt2_like,
-    interleaved_rounds,
-    machine_info,
-    markdown_table,
-    median,
-    positive_int,
-)
+from common import GPTSize, hf_gpt2_like, interleaved_rounds, markdown_table, median, positive_int, print_machine
 
 from mini_llm.helpers import threads
-from mini_llm.nn import GPT, GPTConfig
+from mini_llm.nn import GPT
 
 COLUMNS = ("model", "params", "tokens/s (median)", "ratio vs transformers")
 MINI_LLM = "mini_llm GPT"
@@ -38,11 +29,7 @@ TRANSFORMERS = "transformers GPT2LMHeadModel"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: model size, batch, steps, rounds and threads."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-layer", type=positive_int, default=4, help="transformer blocks")
-    parser.add_argument("--n-head", type=positive_int, default=4, help="attention heads")
-    parser.add_argument("--n-embd", type=positive_int, default=256, help="model width")
-    parser.add_argument("--vocab-size", type=positive_int, default=5000, help="about the People's Daily characters")
-    parser.add_argument("--block-size", type=positive_int, default=256, help="tokens per sequence")
+    GPTSize.add_arguments(parser, 256, "tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="sequences per step")
     parser.add_argument("--warmup", type=positive_int, default=2, help="untimed steps per model first")
     parser.add_argument("--steps", type=positive_int, default=3, help="timed steps per model per round")
@@ -51,8 +38,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (both models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the token batches")
     args = parser.parse_args(argv)
-    if args.n_embd % args.n_head != 0:
-        parser.error(f"--n-embd must be divisible by --n-head, got {args.n_embd} and {args.n_head}")
+    GPTSize.check(parser, args)
     return args
 
 
@@ -114,15 +100,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     with threads(args.threads, libraries=("torch",)):
         torch.manual_seed(args.seed)
-        config = GPTConfig(
-            vocab_size=args.vocab_size,
-            block_size=args.block_size,
-            n_layer=args.n_layer,
-            n_head=args.n_head,
-            n_embd=args.n_embd,
-            dropout=0.0,
-            attn_impl="sdpa",
-        )
+        config = GPTSize.config(args, dropout=0.0)
         mini = GPT(config).train()
         peer = hf_gpt2_like(mini).train()
         n_batches = args.warmup + args.rounds * args.steps
@@ -132,14 +110,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             TRANSFORMERS: Trainer(peer, transformers_loss, batches, args.lr),
         }
 
-        info = machine_info()
-        print(format_machine(info))
-        note = busy_note(info)
-        if note is not None:
-            print(note)
+        print_machine()
         print(
-            f"config: n_layer={args.n_layer}, n_head={args.n_head}, n_embd={args.n_embd}, "
-            f"vocab_size={args.vocab_size}, block_size={args.block_size}, batch_size={args.batch_size}, "
+            f"config: {GPTSize.describe(args)}, batch_size={args.batch_size}, "
             f"float32, dropout 0, AdamW(lr={args.lr}); {args.warmup} warm-up steps, then {args.rounds} rounds "
             f"of {args.steps} steps per model, alternating"
         )

@@ -42,13 +42,13 @@ from typing import Any
 import numba
 import torch
 from common import (
-    busy_note,
     format_machine,
     interleaved_bursts,
     machine_info,
     markdown_table,
     median,
     positive_int,
+    print_machine,
     shape_arg,
     time_call,
 )
@@ -207,10 +207,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         info["numba threads"] = numba.get_num_threads()
         info["AVX-512 kernels"] = kernels.HAS_AVX512
         info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "unset")
-        print(format_machine(info))
-        note = busy_note(info)
-        if note is not None:
-            print(note)
+        print_machine(info)
         flops = matmul_flops()
         print(f"compute ceiling (torch.mm fp32 2048x2048, {args.threads} threads): {flops / 1e9:.0f} GFLOP/s")
         generator = torch.Generator().manual_seed(args.seed)

@@ -16,20 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from common import (
-    busy_note,
-    format_machine,
-    hf_gpt2_like,
-    interleaved_rounds,
-    machine_info,
-    markdown_table,
-    median,
-    positive_int,
-)
+from common import GPTSize, hf_gpt2_like, interleaved_rounds, markdown_table, median, positive_int, print_machine
 
 from mini_llm.generation import generate
 from mini_llm.helpers import threads
-from mini_llm.nn import GPT, GPTConfig
+from mini_llm.nn import GPT
 
 COLUMNS = ("new tokens", "no cache tokens/s", "KV cache tokens/s", "speed-up")
 PEER_COLUMNS = ("transformers no cache tokens/s", "transformers KV cache tokens/s", "transformers speed-up")
@@ -38,11 +29,7 @@ PEER_COLUMNS = ("transformers no cache tokens/s", "transformers KV cache tokens/
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: model size, prompt, lengths to generate, repeats, threads and the peer."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-layer", type=positive_int, default=4, help="transformer blocks")
-    parser.add_argument("--n-head", type=positive_int, default=4, help="attention heads")
-    parser.add_argument("--n-embd", type=positive_int, default=256, help="model width")
-    parser.add_argument("--vocab-size", type=positive_int, default=5000, help="about the People's Daily characters")
-    parser.add_argument("--block-size", type=positive_int, default=512, help="longest sequence the model takes")
+    GPTSize.add_arguments(parser, 512, "longest sequence the model takes")
     parser.add_argument("--prompt-len", type=positive_int, default=16, help="prompt tokens (batch 1)")
     parser.add_argument(
         "--new-tokens", type=positive_int, nargs="+", default=[64, 128, 256], help="tokens to generate, one row each"
@@ -52,8 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-transformers", action="store_true", help="leave out the transformers peer columns")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the prompt")
     args = parser.parse_args(argv)
-    if args.n_embd % args.n_head != 0:
-        parser.error(f"--n-embd must be divisible by --n-head, got {args.n_embd} and {args.n_head}")
+    GPTSize.check(parser, args)
     if args.prompt_len + max(args.new_tokens) > args.block_size:
         parser.error(
             f"--prompt-len + max(--new-tokens) must fit in --block-size, got {args.prompt_len} + "
@@ -84,14 +70,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     with threads(args.threads, libraries=("torch",)), torch.no_grad():
         torch.manual_seed(args.seed)
-        config = GPTConfig(
-            vocab_size=args.vocab_size,
-            block_size=args.block_size,
-            n_layer=args.n_layer,
-            n_head=args.n_head,
-            n_embd=args.n_embd,
-            attn_impl="sdpa",
-        )
+        config = GPTSize.config(args)
         model = GPT(config).eval()
         peer = None if args.no_transformers else hf_gpt2_like(model).eval()
         generator = torch.Generator().manual_seed(args.seed)
@@ -105,14 +84,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             variants["transformers no cache"] = lambda n: transformers_generate(peer, prompt, n, use_cache=False)
             variants["transformers KV cache"] = lambda n: transformers_generate(peer, prompt, n, use_cache=True)
 
-        info = machine_info()
-        print(format_machine(info))
-        note = busy_note(info)
-        if note is not None:
-            print(note)
+        print_machine()
         print(
-            f"config: n_layer={args.n_layer}, n_head={args.n_head}, n_embd={args.n_embd}, "
-            f"vocab_size={args.vocab_size}, block_size={args.block_size}, float32, eval, batch 1, "
+            f"config: {GPTSize.describe(args)}, float32, eval, batch 1, "
             f"prompt {args.prompt_len} tokens, greedy; {args.repeats} repeats per variant, interleaved; "
             f"sdpa attention in both"
         )

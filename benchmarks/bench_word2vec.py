@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import busy_note, format_machine, machine_info, markdown_table, positive_int
+from common import markdown_table, positive_int, print_machine
 
 from mini_llm.data import load_people_daily
 from mini_llm.embeddings import GloVe, Word2Vec, evaluate, neighbour_overlap
@@ -127,11 +127,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the machine and the tables, and return all rows (word2vec rows, then GloVe)."""
     args = parse_args(argv)
     sentences = load_people_daily(form="words")[: args.max_sentences]
-    info = machine_info()
-    print(format_machine(info))
-    note = busy_note(info)
-    if note is not None:
-        print(note)
+    print_machine()
     print(
         f"corpus: People's Daily 1998-01, {len(sentences):,} paragraphs, {sum(map(len, sentences)):,} words; "
         f"skip-gram, vector_size={args.vector_size}, window={args.window}, negative={args.negative}, "

@@ -18,6 +18,7 @@ import torch
 
 from mini_llm.cli.argtypes import positive_int as positive_int  # the benchmarks' argparse type
 from mini_llm.interop.gpt2 import gpt2_to_hf
+from mini_llm.nn import GPTConfig
 
 
 def cpu_model() -> str:
@@ -64,6 +65,16 @@ def busy_note(info: dict[str, Any]) -> str | None:
         f"note: load average {load} on {cores} logical cores: other jobs are running, so the numbers are noisy "
         "(fewer torch threads, e.g. --threads 1, suffer less from the contention)"
     )
+
+
+def print_machine(info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print the machine line of info (default: machine_info()) and the busy note when there is one; return info."""
+    info = machine_info() if info is None else info
+    print(format_machine(info))
+    note = busy_note(info)
+    if note is not None:
+        print(note)
+    return info
 
 
 def time_call(fn: Callable[[], Any]) -> float:
@@ -123,6 +134,47 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     for row in rows:
         lines.append("| " + " | ".join(_cell(row[column]) for column in columns) + " |")
     return "\n".join(lines)
+
+
+class GPTSize:
+    """The size options of the GPT that bench_gpt_training and bench_kv_cache build: --n-layer, --n-head, --n-embd,
+    --vocab-size and --block-size, their check, the GPTConfig they give and the line that describes them."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser, block_size: int, block_help: str) -> None:
+        """Add the five size options to parser (--block-size with its own default and help)."""
+        parser.add_argument("--n-layer", type=positive_int, default=4, help="transformer blocks")
+        parser.add_argument("--n-head", type=positive_int, default=4, help="attention heads")
+        parser.add_argument("--n-embd", type=positive_int, default=256, help="model width")
+        parser.add_argument("--vocab-size", type=positive_int, default=5000, help="about the People's Daily characters")
+        parser.add_argument("--block-size", type=positive_int, default=block_size, help=block_help)
+
+    @staticmethod
+    def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """parser.error unless --n-embd is divisible by --n-head."""
+        if args.n_embd % args.n_head != 0:
+            parser.error(f"--n-embd must be divisible by --n-head, got {args.n_embd} and {args.n_head}")
+
+    @staticmethod
+    def config(args: argparse.Namespace, **extra: Any) -> GPTConfig:
+        """The GPTConfig of the size options with sdpa attention and the extra fields."""
+        return GPTConfig(
+            vocab_size=args.vocab_size,
+            block_size=args.block_size,
+            n_layer=args.n_layer,
+            n_head=args.n_head,
+            n_embd=args.n_embd,
+            attn_impl="sdpa",
+            **extra,
+        )
+
+    @staticmethod
+    def describe(args: argparse.Namespace) -> str:
+        """'n_layer=4, n_head=4, n_embd=256, vocab_size=5000, block_size=256' of the size options."""
+        return (
+            f"n_layer={args.n_layer}, n_head={args.n_head}, n_embd={args.n_embd}, "
+            f"vocab_size={args.vocab_size}, block_size={args.block_size}"
+        )
 
 
 def hf_gpt2_like(model: torch.nn.Module) -> torch.nn.Module:

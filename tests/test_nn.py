@@ -6,9 +6,11 @@ import re
 import numpy as np
 import pytest
 import torch
+from bert_helpers import TINY_BERT, bert_inputs, hf_bert_config, randomize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mini_llm.interop import bert_state_from_hf
 from mini_llm.nn import (
     GPT,
     BertConfig,
@@ -37,16 +39,7 @@ def tiny_gpt(**overrides) -> GPT:
 
 
 def tiny_bert_config(**overrides) -> BertConfig:
-    fields = dict(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    fields = dict(TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return BertConfig(**{**fields, **overrides})
 
 
@@ -277,14 +270,6 @@ def test_gpt_without_biases_trains_one_step():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def randomize(model: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
-    """Draw every parameter (LayerNorm gains and all biases too) from N(0, std²), so that no mapping error hides."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, std)
-    return model
-
-
 def copy_hf_gpt2(model: GPT, hf) -> None:
     """Load a transformers GPT2LMHeadModel's weights into GPT (Conv1D weights are stored transposed)."""
     state = {}
@@ -319,65 +304,16 @@ def test_gpt_equals_transformers_gpt2(attn_impl):
 
 # ---------------------------------------------------------------- BERT
 
-HF_BERT_TO_MINI = [
-    (r"^embeddings\.LayerNorm\.", "embeddings.ln."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.", r"layers.\1.attn."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attn.c_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.ln_1."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.mlp.c_fc."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.mlp.c_proj."),
-    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.ln_2."),
-    (r"^cls\.predictions\.transform\.dense\.", "mlm.dense."),
-    (r"^cls\.predictions\.transform\.LayerNorm\.", "mlm.ln."),
-    (r"^cls\.predictions\.decoder\.", "mlm.decoder."),
-    (r"^cls\.predictions\.bias$", "mlm.decoder.bias"),
-]
-
-
-def hf_bert_state_to_mini(hf_state: dict, prefix: str = "") -> dict:
-    """Rename a transformers BertModel / BertForMaskedLM state dict to mini_llm names (prefix: 'bert.' or '')."""
-    state = {}
-    for name, tensor in hf_state.items():
-        if name.endswith(("position_ids", "token_type_ids")):  # buffers of some versions
-            continue
-        bare = name.removeprefix("bert.")
-        for pattern, replacement in HF_BERT_TO_MINI:
-            bare = re.sub(pattern, replacement, bare)
-        state[bare if bare.startswith("mlm.") else prefix + bare] = tensor
-    return state
-
-
-def bert_inputs():
-    g = torch.Generator().manual_seed(8)
-    input_ids = torch.randint(1, 60, (3, 12), generator=g)
-    attention_mask = torch.ones(3, 12, dtype=torch.long)
-    attention_mask[1, 8:] = 0
-    attention_mask[2, 3:] = 0
-    input_ids[attention_mask == 0] = 0
-    token_type_ids = torch.zeros(3, 12, dtype=torch.long)
-    token_type_ids[:, 6:] = 1
-    return input_ids, attention_mask, token_type_ids
-
 
 @pytest.mark.parametrize("attn_impl", ["sdpa", "math"])
 def test_bert_encoder_equals_transformers_bert(attn_impl):
-    from transformers import BertConfig as HFBertConfig
     from transformers import BertModel
 
     torch.manual_seed(0)
-    hf = BertModel(
-        HFBertConfig(
-            vocab_size=60,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=40,
-        )
-    )
+    hf = BertModel(hf_bert_config())
     randomize(hf.eval())
     model = BertEncoder(tiny_bert_config(attn_impl=attn_impl)).eval()
-    model.load_state_dict(hf_bert_state_to_mini(hf.state_dict()), strict=True)
+    model.load_state_dict(bert_state_from_hf(hf.state_dict()), strict=True)
     input_ids, attention_mask, token_type_ids = bert_inputs()
     with torch.no_grad():
         expected = hf(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
@@ -387,23 +323,13 @@ def test_bert_encoder_equals_transformers_bert(attn_impl):
 
 
 def test_bert_masked_lm_equals_transformers():
-    from transformers import BertConfig as HFBertConfig
     from transformers import BertForMaskedLM as HFBertForMaskedLM
 
     torch.manual_seed(0)
-    hf = HFBertForMaskedLM(
-        HFBertConfig(
-            vocab_size=60,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=40,
-        )
-    )
+    hf = HFBertForMaskedLM(hf_bert_config())
     randomize(hf.eval())
     model = BertForMaskedLM(tiny_bert_config()).eval()
-    state = hf_bert_state_to_mini(hf.state_dict(), prefix="bert.")
+    state = bert_state_from_hf(hf.state_dict(), prefix="bert.")
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert set(missing) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias"} and not unexpected
     assert model.mlm.decoder.weight is model.bert.embeddings.word_embeddings.weight
@@ -421,7 +347,7 @@ def test_bert_loads_a_transformers_model_of_all_minilm_l6_v2_shape():
     shape = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     hf = BertModel(HFBertConfig(**shape))
     model = BertEncoder(BertConfig(**shape))
-    model.load_state_dict(hf_bert_state_to_mini(hf.state_dict()), strict=True)
+    model.load_state_dict(bert_state_from_hf(hf.state_dict()), strict=True)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf.parameters()) == 22_713_216
 
 

@@ -127,6 +127,18 @@ def upstream_for(y, seed=1):
     return np.random.default_rng(seed).standard_normal(np.shape(y))
 
 
+def assert_matches_torch(layer, x, torch_fn) -> None:
+    """layer.forward(x) and layer.backward(u) against torch_fn on a float64 leaf copy of x (torch_fn's own
+    parameters then hold their gradients)."""
+    xt = leaf(x)
+    y = layer.forward(x)
+    u = upstream_for(y)
+    out = torch_fn(xt)
+    (out * torch.from_numpy(u)).sum().backward()
+    assert rel(y, out) < TORCH_TOL
+    assert rel(layer.backward(u), xt.grad) < TORCH_TOL
+
+
 def test_linear_matches_torch():
     rng = np.random.default_rng(0)
     layer = Linear(3, 4, seed=1)
@@ -135,12 +147,7 @@ def test_linear_matches_torch():
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(layer.params["weight"].T))  # torch stores (out, in)
         ref.bias.copy_(torch.from_numpy(layer.params["bias"]))
-    xt = leaf(x)
-    y = layer.forward(x)
-    u = upstream_for(y)
-    (ref(xt) * torch.from_numpy(u)).sum().backward()
-    assert rel(y, ref(xt)) < TORCH_TOL
-    assert rel(layer.backward(u), xt.grad) < TORCH_TOL
+    assert_matches_torch(layer, x, ref)
     assert rel(layer.grads["weight"], ref.weight.grad.T) < TORCH_TOL
     assert rel(layer.grads["bias"], ref.bias.grad) < TORCH_TOL
 
@@ -167,13 +174,7 @@ def test_layernorm_matches_torch():
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(layer.params["weight"]))
         ref.bias.copy_(torch.from_numpy(layer.params["bias"]))
-    xt = leaf(x)
-    y = layer.forward(x)
-    u = upstream_for(y)
-    out = ref(xt)
-    (out * torch.from_numpy(u)).sum().backward()
-    assert rel(y, out) < TORCH_TOL
-    assert rel(layer.backward(u), xt.grad) < TORCH_TOL
+    assert_matches_torch(layer, x, ref)
     assert rel(layer.grads["weight"], ref.weight.grad) < TORCH_TOL
     assert rel(layer.grads["bias"], ref.bias.grad) < TORCH_TOL
 
@@ -190,14 +191,7 @@ def test_layernorm_matches_torch():
     ids=["relu", "gelu-tanh", "gelu-erf", "softmax", "softmax-axis1"],
 )
 def test_parameter_free_layers_match_torch(layer, torch_fn):
-    x = np.random.default_rng(0).standard_normal((3, 4, 5)) * 3
-    xt = leaf(x)
-    y = layer.forward(x)
-    u = upstream_for(y)
-    out = torch_fn(xt)
-    (out * torch.from_numpy(u)).sum().backward()
-    assert rel(y, out) < TORCH_TOL
-    assert rel(layer.backward(u), xt.grad) < TORCH_TOL
+    assert_matches_torch(layer, np.random.default_rng(0).standard_normal((3, 4, 5)) * 3, torch_fn)
 
 
 @pytest.mark.parametrize("ignore", [False, True])

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mini_llm.interop.common import activation_from_hf, check_model_type, config_fields, load_converted, reject
+from mini_llm.interop.common import (
+    activation_from_hf,
+    check_model_type,
+    config_fields,
+    fields_or_defaults,
+    load_converted,
+    reject,
+)
 from mini_llm.nn.bert import BertConfig, BertEncoder, BertForMaskedLM, BertForSequenceClassification
 
 if TYPE_CHECKING:
@@ -33,6 +40,11 @@ BERT_NAME_MAP = [
     (r"^cls\.predictions\.decoder\.", "mlm.decoder."),
     (r"^cls\.predictions\.bias$", "mlm.decoder.bias"),  # the same tensor as cls.predictions.decoder.bias
 ]
+SAME_NAMED_FIELDS = (  # BertConfig fields that transformers' BertConfig has under the same name
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
+    "initializer_range",
+)
 HF_BERT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # index buffers, not weights
 HEAD_PREFIXES = ("mlm.", "classifier.")  # mini_llm names that live next to .bert, not inside it
 
@@ -56,19 +68,9 @@ def bert_config_from_hf(hf_config: HFBertConfig | Mapping[str, Any], attn_impl: 
         )
     id2label = fields.get("id2label")
     return BertConfig(
-        vocab_size=fields.get("vocab_size", defaults.vocab_size),
-        hidden_size=fields.get("hidden_size", defaults.hidden_size),
-        num_hidden_layers=fields.get("num_hidden_layers", defaults.num_hidden_layers),
-        num_attention_heads=fields.get("num_attention_heads", defaults.num_attention_heads),
-        intermediate_size=fields.get("intermediate_size", defaults.intermediate_size),
+        **fields_or_defaults(fields, defaults, {name: name for name in SAME_NAMED_FIELDS}),
         hidden_act=activation_from_hf("hidden_act", fields.get("hidden_act", defaults.hidden_act)),
         hidden_dropout_prob=hidden_dropout,
-        attention_probs_dropout_prob=fields.get("attention_probs_dropout_prob", defaults.attention_probs_dropout_prob),
-        max_position_embeddings=fields.get("max_position_embeddings", defaults.max_position_embeddings),
-        type_vocab_size=fields.get("type_vocab_size", defaults.type_vocab_size),
-        layer_norm_eps=fields.get("layer_norm_eps", defaults.layer_norm_eps),
-        pad_token_id=fields.get("pad_token_id", defaults.pad_token_id),
-        initializer_range=fields.get("initializer_range", defaults.initializer_range),
         num_labels=len(id2label) if id2label else fields.get("num_labels", defaults.num_labels),
         attn_impl=attn_impl,
     )

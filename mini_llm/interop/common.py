@@ -29,6 +29,11 @@ def config_fields(hf_config: Any) -> dict[str, Any]:
     raise TypeError(f"hf_config must be a transformers config or a mapping, got {type(hf_config).__name__}")
 
 
+def fields_or_defaults(fields: Mapping[str, Any], defaults: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    """{mini_llm field: the Hugging Face field's value, else the mini_llm default} for names (mini_llm -> HF name)."""
+    return {name: fields.get(hf_name, getattr(defaults, name)) for name, hf_name in names.items()}
+
+
 def check_model_type(fields: Mapping[str, Any], expected: str) -> None:
     """Raise ValueError unless the config's model_type is expected (a config without one is accepted)."""
     model_type = fields.get("model_type")

@@ -12,13 +12,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mini_llm.interop.common import activation_from_hf, check_model_type, config_fields, load_converted, reject
+from mini_llm.interop.common import (
+    activation_from_hf,
+    check_model_type,
+    config_fields,
+    fields_or_defaults,
+    load_converted,
+    reject,
+)
 from mini_llm.nn.gpt import GPT, GPTConfig
 
 if TYPE_CHECKING:
     from transformers import GPT2Config, GPT2LMHeadModel
 
 CONV1D_WEIGHT = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")  # Conv1D (in, out) <-> Linear (out, in)
+GPT2_FIELDS = {  # GPTConfig field -> the transformers GPT2Config field that holds the same number
+    "vocab_size": "vocab_size",
+    "block_size": "n_positions",
+    "n_layer": "n_layer",
+    "n_head": "n_head",
+    "n_embd": "n_embd",
+    "n_inner": "n_inner",
+    "layer_norm_epsilon": "layer_norm_epsilon",
+}
 HF_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older transformers versions
 GPT2_DEFAULT_EOS = 50256  # GPT-2's <|endoftext|>, its bos and eos token
 
@@ -36,16 +52,10 @@ def gpt2_config_from_hf(hf_config: GPT2Config | Mapping[str, Any], attn_impl: st
         raise ValueError(f"mini_llm's GPT has one dropout rate; resid_pdrop, embd_pdrop, attn_pdrop differ: {dropouts}")
     defaults = GPTConfig()
     return GPTConfig(
-        vocab_size=fields.get("vocab_size", defaults.vocab_size),
-        block_size=fields.get("n_positions", defaults.block_size),
-        n_layer=fields.get("n_layer", defaults.n_layer),
-        n_head=fields.get("n_head", defaults.n_head),
-        n_embd=fields.get("n_embd", defaults.n_embd),
-        n_inner=fields.get("n_inner", defaults.n_inner),
+        **fields_or_defaults(fields, defaults, GPT2_FIELDS),
         activation=activation_from_hf("activation_function", fields.get("activation_function", "gelu_new")),
         dropout=dropouts["resid_pdrop"],
         bias=True,  # Hugging Face's GPT-2 always has biases
-        layer_norm_epsilon=fields.get("layer_norm_epsilon", defaults.layer_norm_epsilon),
         tie_weights=fields.get("tie_word_embeddings", True),
         attn_impl=attn_impl,
     )
@@ -65,17 +75,11 @@ def gpt2_config_to_hf(config: GPTConfig, **overrides: Any) -> GPT2Config:
         raise ValueError("bias=False is not supported by transformers' GPT-2, which always has biases")
     special = GPT2_DEFAULT_EOS if config.vocab_size > GPT2_DEFAULT_EOS else None
     fields: dict[str, Any] = dict(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        n_embd=config.n_embd,
-        n_inner=config.n_inner,
+        {hf_name: getattr(config, name) for name, hf_name in GPT2_FIELDS.items()},
         activation_function=config.activation,  # mini_llm's names are Hugging Face's
         resid_pdrop=config.dropout,
         embd_pdrop=config.dropout,
         attn_pdrop=config.dropout,
-        layer_norm_epsilon=config.layer_norm_epsilon,
         tie_word_embeddings=config.tie_weights,
         bos_token_id=special,
         eos_token_id=special,

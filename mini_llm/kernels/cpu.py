@@ -18,6 +18,7 @@ import torch
 from numba import njit, prange
 
 from mini_llm.kernels import cpu_simd
+from mini_llm.kernels.layout import Layout, layout_op
 from mini_llm.kernels.reference import n_blocks, packed_nbytes
 
 # The omp threading layer starts a parallel region in microseconds (workqueue: ~100 µs); tbb if present is fine too.
@@ -317,15 +318,8 @@ def simd_applies(bits: int, shape: tuple[int, int], table: np.ndarray, blocksize
 
 
 def gemv_array(
-    packed: np.ndarray,
-    bits: int,
-    shape: tuple[int, int],
-    table: np.ndarray,
-    absmax: np.ndarray,
-    offset: np.ndarray | None,
-    blocksize: int,
-    x: np.ndarray,
-    backend: str = "auto",
+    packed: np.ndarray, bits: int, shape: tuple[int, int], table: np.ndarray, absmax: np.ndarray,
+    offset: np.ndarray | None, blocksize: int, x: np.ndarray, backend: str = "auto",
 ) -> np.ndarray:
     """y = x @ W.T for the packed (N, K) matrix W; x (K,) gives y (N,), x (B, K) gives y (B, N), float32.
 
@@ -390,46 +384,21 @@ def quantize(
     )
 
 
-def dequantize(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, ...],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    dtype: torch.dtype,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def dequantize(layout: Layout, dtype: torch.dtype, backend: str) -> torch.Tensor:
     """Registry op dequantize on the CPU (Numba), reshaped to shape and cast to dtype."""
     _auto_only(backend)
-    numel = int(np.prod(shape))
-    values = dequantize_array(
-        _numpy(packed), bits, numel, *_scales(code, absmax, offset), numel if blocksize is None else blocksize
-    )
-    return torch.from_numpy(values).reshape(tuple(shape)).to(dtype)
+    packed, bits, shape, code, absmax, offset, blocksize = layout
+    values = dequantize_array(_numpy(packed), bits, layout.numel, *_scales(code, absmax, offset), blocksize)
+    return torch.from_numpy(values).reshape(shape).to(dtype)
 
 
-def gemv(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, int],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    x: torch.Tensor,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def gemv(layout: Layout, x: torch.Tensor, backend: str) -> torch.Tensor:
     """Registry ops gemv and matmul on the CPU: y = W @ x in float32 (backend 'auto', 'simd' or 'portable')."""
-    shape = (int(shape[0]), int(shape[1]))
+    packed, bits, shape, code, absmax, offset, blocksize = layout
     y = gemv_array(
-        _numpy(packed),
-        bits,
-        shape,
-        *_scales(code, absmax, offset),
-        shape[0] * shape[1] if blocksize is None else blocksize,
-        x.detach().float().contiguous().numpy(),
+        _numpy(packed), bits, shape, *_scales(code, absmax, offset), blocksize, x.detach().float().contiguous().numpy(),
         backend=backend,
     )
     return torch.from_numpy(y)

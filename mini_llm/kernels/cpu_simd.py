@@ -548,15 +548,8 @@ def reorder_aligned(x, order):  # pragma: no cover - compiled
 
 
 def gemv(
-    packed: np.ndarray,
-    bits: int,
-    shape: tuple[int, int],
-    table: np.ndarray,
-    absmax: np.ndarray,
-    offset: np.ndarray | None,
-    blocksize: int,
-    x: np.ndarray,
-    out: np.ndarray,
+    packed: np.ndarray, bits: int, shape: tuple[int, int], table: np.ndarray, absmax: np.ndarray,
+    offset: np.ndarray | None, blocksize: int, x: np.ndarray, out: np.ndarray,
 ) -> None:
     """out (B, N) = x (B, K) @ W.T with the AVX-512 kernel; the caller checked that it applies (cpu.simd_applies)."""
     n_rows, n_cols = shape

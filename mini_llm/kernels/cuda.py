@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mini_llm.kernels.layout import Layout, layout_op
+
 GEMV_DEFAULT = {"BLOCK_N": 4, "BLOCK_K": 256}  # tile of the batch-1 kernel off the autotuner (interpreter)
 DOT_DEFAULT = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}  # tile of the small-batch kernel off the autotuner
 DEQUANT_BLOCK = 1024  # elements per program of the dequantize kernel (a multiple of 8)
@@ -238,9 +240,9 @@ def _scales(code: torch.Tensor, absmax: torch.Tensor, offset: torch.Tensor | Non
     return code, absmax, offset
 
 
-def _block_args(blocksize: int | None, numel: int, has_offset: bool, n_cols: int | None = None) -> dict[str, Any]:
-    """The scale-indexing constexprs: BLOCKSIZE, ONE_BLOCK, HAS_OFFSET and (with n_cols) ROW_BLOCKS."""
-    blocksize = numel if blocksize is None else int(blocksize)
+def _block_args(blocksize: int, numel: int, has_offset: bool, n_cols: int | None = None) -> dict[str, Any]:
+    """The scale-indexing constexprs: BLOCKSIZE, ONE_BLOCK, HAS_OFFSET and (with n_cols) ROW_BLOCKS; blocksize as
+    Layout resolves it (numel for one block over the whole tensor)."""
     one = blocksize >= numel
     args = {"BLOCKSIZE": 1 if one else blocksize, "ONE_BLOCK": one, "HAS_OFFSET": has_offset}
     if n_cols is not None:
@@ -270,23 +272,12 @@ def quantize(
     return packed, absmax, (offset if centered else None)
 
 
-def dequantize(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, ...],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    dtype: torch.dtype,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def dequantize(layout: Layout, dtype: torch.dtype, backend: str) -> torch.Tensor:
     """Registry op dequantize: the (shape) tensor in dtype that packed k-bit codes stand for, on packed's device."""
     _check_backend(backend)
-    shape = tuple(int(d) for d in shape)
-    n = 1
-    for d in shape:
-        n *= d
+    packed, bits, shape, code, absmax, offset, blocksize = layout
+    n = layout.numel
     out = torch.empty(n, dtype=dtype, device=packed.device)  # (n,)
     scales = _scales(code, absmax, offset, packed.device)
     packed = packed.contiguous()
@@ -298,11 +289,11 @@ def dequantize(
     return out.reshape(shape)
 
 
-def _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, dot: bool) -> torch.Tensor:
+def _launch(layout: Layout, x: torch.Tensor, backend: str, dot: bool) -> torch.Tensor:
     """y = W @ x in float32 for x (K,) -> (N,) or (B, K) -> (B, N): tl.dot tiles when dot and B > 1, else the
     batch-1 kernel once per row of x."""
     _check_backend(backend)
-    n_rows, n_cols = (int(d) for d in shape)
+    packed, bits, (n_rows, n_cols), code, absmax, offset, blocksize = layout
     squeeze = x.ndim == 1
     x2 = (x.reshape(1, -1) if squeeze else x).contiguous()  # (B, K)
     if x2.dtype not in DOT_DTYPES:
@@ -338,31 +329,13 @@ def _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, do
     return y.reshape(n_rows) if squeeze else y
 
 
-def gemv(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, int],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    x: torch.Tensor,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def gemv(layout: Layout, x: torch.Tensor, backend: str) -> torch.Tensor:
     """Registry op gemv: the fused dequantize-GEMV, one program row per row of x (memory-bound at batch 1)."""
-    return _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, dot=False)
+    return _launch(layout, x, backend, dot=False)
 
 
-def matmul(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, int],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    x: torch.Tensor,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def matmul(layout: Layout, x: torch.Tensor, backend: str) -> torch.Tensor:
     """Registry op matmul: dequantized (BLOCK_N, BLOCK_K) weight tiles through tl.dot for a small batch of rows."""
-    return _launch(packed, bits, shape, code, absmax, offset, blocksize, x, backend, dot=True)
+    return _launch(layout, x, backend, dot=True)

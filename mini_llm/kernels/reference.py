@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mini_llm.kernels.layout import Layout, layout_op
+
 BACKENDS = ("auto", "reference")
 
 
@@ -85,14 +87,8 @@ def dequantize_reference(
 
 
 def gemv_reference(
-    packed: np.ndarray,
-    bits: int,
-    shape: tuple[int, int],
-    table: np.ndarray,
-    absmax: np.ndarray,
-    offset: np.ndarray | None,
-    blocksize: int,
-    x: np.ndarray,
+    packed: np.ndarray, bits: int, shape: tuple[int, int], table: np.ndarray, absmax: np.ndarray,
+    offset: np.ndarray | None, blocksize: int, x: np.ndarray,
 ) -> np.ndarray:
     """y = W @ x in float64 for the packed (N, K) matrix W and x of shape (K,) or (B, K); returns (N,) or (B, N)."""
     n_rows, n_cols = shape
@@ -177,46 +173,20 @@ def quantize(
     return pack_torch(codes, bits), absmax, (offset if centered else None)
 
 
-def dequantize(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, ...],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    dtype: torch.dtype,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def dequantize(layout: Layout, dtype: torch.dtype, backend: str) -> torch.Tensor:
     """Registry op dequantize in pure torch on packed's device."""
     _check_backend(backend)
+    packed, bits, shape, code, absmax, offset, blocksize = layout
     device = packed.device
-    numel = int(np.prod(shape))
-    return dequantize_torch(
-        packed,
-        bits,
-        tuple(shape),
-        code.to(device),
-        absmax.to(device),
-        None if offset is None else offset.to(device),
-        numel if blocksize is None else blocksize,
-        dtype,
-    )
+    offset = None if offset is None else offset.to(device)
+    return dequantize_torch(packed, bits, shape, code.to(device), absmax.to(device), offset, blocksize, dtype)
 
 
-def gemv(
-    packed: torch.Tensor,
-    bits: int,
-    shape: tuple[int, int],
-    code: torch.Tensor,
-    absmax: torch.Tensor,
-    offset: torch.Tensor | None,
-    blocksize: int | None,
-    x: torch.Tensor,
-    backend: str = "auto",
-) -> torch.Tensor:
+@layout_op
+def gemv(layout: Layout, x: torch.Tensor, backend: str) -> torch.Tensor:
     """Registry ops gemv and matmul in pure torch: the float32 weight dequantized, then x (K,) or (B, K) @ W.T."""
-    W = dequantize(packed, bits, shape, code, absmax, offset, blocksize, torch.float32, backend)  # (N, K)
+    W = dequantize(*layout, torch.float32, backend)  # (N, K)
     return F.linear(x.detach().float(), W)  # (N,) or (B, N)
 
 

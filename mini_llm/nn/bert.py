@@ -187,7 +187,30 @@ class BertMLMHead(nn.Module):
         return self.decoder(h)  # (B, T, vocab_size)
 
 
-class BertForMaskedLM(nn.Module):
+class _BertWithHead(nn.Module):
+    """A BertEncoder ``self.bert`` and a task head: forward runs the encoder, then the subclass's ``head``."""
+
+    bert: BertEncoder
+
+    def head(self, out: BertOutput, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, loss or None without labels) of the encoder's output."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> BertHeadOutput:
+        """The head's logits and loss (see ``head``) for the inputs of BertEncoder.forward."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, return_attention)
+        logits, loss = self.head(out, labels)
+        return BertHeadOutput(logits=logits, loss=loss, attentions=out.attentions)
+
+
+class BertForMaskedLM(_BertWithHead):
     """BertEncoder + masked-LM head, for pre-training: predict the tokens at masked positions."""
 
     def __init__(self, config: BertConfig) -> None:
@@ -199,24 +222,16 @@ class BertForMaskedLM(nn.Module):
         nn.init.zeros_(self.mlm.decoder.bias)
         self.mlm.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        return_attention: bool = False,
-    ) -> BertHeadOutput:
+    def head(self, out: BertOutput, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab_size); labels (B, T) hold the original ids at masked positions and -100 elsewhere."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, return_attention)
         logits = self.mlm(out.last_hidden_state)  # (B, T, vocab_size)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)  # scalar
-        return BertHeadOutput(logits=logits, loss=loss, attentions=out.attentions)
+        return logits, loss
 
 
-class BertForSequenceClassification(nn.Module):
+class BertForSequenceClassification(_BertWithHead):
     """BertEncoder + dropout + a linear classifier on the pooler output, for fine-tuning."""
 
     def __init__(self, config: BertConfig) -> None:
@@ -227,16 +242,8 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self.classifier, std=config.initializer_range)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        return_attention: bool = False,
-    ) -> BertHeadOutput:
+    def head(self, out: BertOutput, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits (B, num_labels); labels (B,) are class ids."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, return_attention)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = F.cross_entropy(logits, labels) if labels is not None else None  # scalar
-        return BertHeadOutput(logits=logits, loss=loss, attentions=out.attentions)
+        return logits, loss

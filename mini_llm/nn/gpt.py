@@ -20,6 +20,9 @@ from mini_llm.helpers import check_number
 from mini_llm.nn.attention import KVCache, attention, merge_heads, split_heads
 from mini_llm.nn.layers import MLP, check_config, check_size, init_weights
 
+LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's cache (keys, values), each (B, H, S, D)
+LayerOutput = tuple[torch.Tensor, LayerKV | None, torch.Tensor | None]  # (B, T, C), new cache, weights (B, H, T, S)
+
 
 @dataclass
 class GPTConfig:
@@ -81,12 +84,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        use_cache: bool = False,
-        need_weights: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+        self, x: torch.Tensor, past_kv: LayerKV | None = None, use_cache: bool = False, need_weights: bool = False
+    ) -> LayerOutput:
         """x (B, T, C) -> (output (B, T, C), new (k, v) cache or None, weights (B, H, T, S) or None)."""
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q = split_heads(q, self.n_head)  # (B, H, T, D)
@@ -116,12 +115,8 @@ class Block(nn.Module):
         self.mlp = MLP(config.n_embd, n_inner, config.activation, config.bias, config.dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        use_cache: bool = False,
-        need_weights: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+        self, x: torch.Tensor, past_kv: LayerKV | None = None, use_cache: bool = False, need_weights: bool = False
+    ) -> LayerOutput:
         """x (B, T, C) -> (x (B, T, C), new (k, v) cache or None, weights (B, H, T, S) or None)."""
         a, present, weights = self.attn(self.ln_1(x), past_kv, use_cache, need_weights)  # (B, T, C)
         x = x + a  # (B, T, C)

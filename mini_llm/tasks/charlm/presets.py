@@ -8,6 +8,8 @@ from typing import Any
 from mini_llm.nn import GPTConfig
 from mini_llm.train import TrainerConfig
 
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")  # the preset's fields that GPTConfig takes
+
 
 @dataclass(frozen=True)
 class CharGPTPreset:
@@ -24,14 +26,7 @@ class CharGPTPreset:
 
     def gpt_config(self, vocab_size: int) -> GPTConfig:
         """The model's GPTConfig for a vocabulary of ``vocab_size`` ids."""
-        return GPTConfig(
-            vocab_size=vocab_size,
-            block_size=self.block_size,
-            n_layer=self.n_layer,
-            n_head=self.n_head,
-            n_embd=self.n_embd,
-            dropout=self.dropout,
-        )
+        return GPTConfig(vocab_size=vocab_size, **{name: getattr(self, name) for name in MODEL_FIELDS})
 
     def trainer_config(self, max_steps: int | None = None, **changes: Any) -> TrainerConfig:
         """The preset's TrainerConfig; a new ``max_steps`` scales the warm-up with it (the cosine ends at max_steps)."""
@@ -45,10 +40,7 @@ class CharGPTPreset:
 PRESETS: dict[str, CharGPTPreset] = {
     "tiny": CharGPTPreset(
         description="2 layers x 64 wide, context 64, 3000 steps of 16 sequences: about 3 minutes on 2 CPU cores",
-        n_layer=2,
-        n_head=4,
-        n_embd=64,
-        block_size=64,
+        n_layer=2, n_head=4, n_embd=64, block_size=64,
         trainer=TrainerConfig(
             max_steps=3000, batch_size=16, lr=7e-3, warmup_steps=300, min_lr=7e-4, betas=(0.9, 0.99),
             weight_decay=0.1, eval_interval=250, eval_batches=20, checkpoint_interval=1000,
@@ -56,10 +48,7 @@ PRESETS: dict[str, CharGPTPreset] = {
     ),
     "small": CharGPTPreset(
         description="4 layers x 128 wide, context 128, 1000 steps: 5-10 minutes on 2 CPU cores",
-        n_layer=4,
-        n_head=4,
-        n_embd=128,
-        block_size=128,
+        n_layer=4, n_head=4, n_embd=128, block_size=128,
         trainer=TrainerConfig(
             max_steps=1000, batch_size=32, lr=2e-3, warmup_steps=100, min_lr=2e-4, weight_decay=0.1,
             eval_interval=100, eval_batches=20, checkpoint_interval=200,
@@ -67,11 +56,7 @@ PRESETS: dict[str, CharGPTPreset] = {
     ),
     "base": CharGPTPreset(
         description="6 layers x 384 wide, context 256, 5000 steps, dropout 0.1: for a GPU (or patience)",
-        n_layer=6,
-        n_head=6,
-        n_embd=384,
-        block_size=256,
-        dropout=0.1,
+        n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1,
         trainer=TrainerConfig(
             max_steps=5000, batch_size=64, lr=1e-3, warmup_steps=200, min_lr=1e-4, weight_decay=0.1,
             eval_interval=250, eval_batches=40, checkpoint_interval=500,

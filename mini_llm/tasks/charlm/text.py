@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mini_llm.data import CharTokenizer
@@ -26,23 +28,11 @@ def encode_prompt(tokenizer: CharTokenizer, prompt: str) -> list[int]:
 
 
 def generate_text(
-    model: GPT,
-    tokenizer: CharTokenizer,
-    prompt: str,
-    max_new_tokens: int = 100,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    use_cache: bool = True,
-    seed: int | None = None,
+    model: GPT, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 100, **sampling: Any
 ) -> str:
-    """The prompt followed by ``max_new_tokens`` generated characters (see ``mini_llm.generation.generate``)."""
+    """The prompt followed by ``max_new_tokens`` generated characters; ``sampling`` holds the keyword options of
+    ``mini_llm.generation.generate`` (temperature, top_k, top_p, greedy, use_cache, seed)."""
     device = next(model.parameters()).device
     idx = torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long, device=device)  # (1, T)
-    out = generate(
-        model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-        use_cache=use_cache, seed=seed,
-    )  # (1, T + max_new_tokens)
+    out = generate(model, idx, max_new_tokens, **sampling)  # (1, T + max_new_tokens)
     return tokenizer.decode(out[0].tolist())
-
