@@ -5,6 +5,7 @@
 - ``classification``  confusion matrix, per-class precision / recall / F1, macro F1 with its bootstrap interval,
                       ``classification_metrics`` (everything of one prediction run)
 - ``intervals``       confidence intervals of a share: the Wilson score interval of an accuracy
+- ``ranking``         metrics of a score before a threshold: both recalls at every threshold, ROC AUC
 Metrics take predictions and references (token sequences, strings, class ids) and never a model, so they sit below
 the applications (``mini_llm.tasks``) that compute them.
 May import: helpers (and numpy). Never data, nn, train, tasks, scaling or cli.
@@ -18,6 +19,7 @@ from mini_llm.evaluation.classification import (
     macro_f1,
 )
 from mini_llm.evaluation.intervals import accuracy_interval
+from mini_llm.evaluation.ranking import recall_curve, roc_auc
 from mini_llm.evaluation.text import (
     BleuScore,
     char_f1,
@@ -51,5 +53,7 @@ __all__ = [
     "ngrams",
     "normalize_answer",
     "qa_scores",
+    "recall_curve",
     "repetition_rate",
+    "roc_auc",
 ]
