@@ -11,6 +11,8 @@ needed only on a GPU machine.
     registry.DEFAULT -> mini_llm.kernels.reference   (pure torch: any device, and backend='reference')
     "cpu"            -> mini_llm.kernels.cpu         (Numba; gemv/matmul backend 'auto', 'simd' or 'portable')
     "cuda"           -> mini_llm.kernels.cuda        (Triton; backend 'auto' or 'triton')
+
+May import: helpers (and torch, numpy, Numba, triton). Never quant, nn, train, tasks, scaling or cli.
 """
 
 from __future__ import annotations

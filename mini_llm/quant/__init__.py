@@ -9,6 +9,8 @@ checks <- packing; layers (which modules are linear) <- outliers; linear imports
 outliers and state, and nothing imports linear but this package. The arithmetic runs through the kernel registry
 (mini_llm.kernels.quantize / dequantize / gemv: Numba on the CPU, Triton on CUDA, pure torch elsewhere); quant
 imports no backend module.
+
+May import: helpers, atomic, jsonfiles, kernels (and torch). Never train, tasks, evaluation, scaling or cli.
 """
 
 from mini_llm.quant.accounting import bits_per_param, tensor_bits
