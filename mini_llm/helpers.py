@@ -120,7 +120,8 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
             return value
     except TypeError:  # an unhashable value asked of a set
         pass
-    raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    shown = sorted(map(str, choices)) if isinstance(choices, (set, frozenset)) else map(str, choices)  # stable order
+    raise ValueError(f"{name} must be one of {', '.join(shown)}, got {value!r}")
 
 
 class ThreadCounts(NamedTuple):
