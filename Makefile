@@ -9,10 +9,7 @@ export PYTHONHASHSEED := 0
 # nbval in lax mode: every cell must run; outputs are compared only in cells tagged nbval-check-output,
 # and the claims of the others are asserted by hidden check cells (notebooks/README.md).
 NBVAL := $(BIN)/pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
-# Not yet converted to that rule (issue 15): still compared cell by cell, as before, until their check cells land.
-NB_STRICT := $(addprefix notebooks/,ch02_pretrain_finetune.ipynb ch03_train_gpt.ipynb)
-NB_LAX := $(filter-out $(NB_STRICT),$(wildcard notebooks/*.ipynb))
-NBVAL_STRICT := $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .PHONY: book test test-portable lab bench check-site browser-deps lock clean
 
@@ -31,13 +28,12 @@ book: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/pytest --ignore=tests/browser tests
-	$(NBVAL) $(NB_LAX)
-	$(NBVAL_STRICT) $(NB_STRICT)
+	$(NBVAL) $(NOTEBOOKS)
 
 # The notebook checks again with another CPU path forced (AVX2 kernels in aten, MKL's portable path,
 # mini_llm's portable kernels): what a reader's machine sees. See notebooks/README.md.
 test-portable: $(INSTALLED)
-	ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE MINI_LLM_NO_AVX512=1 $(NBVAL) $(NB_LAX)
+	ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE MINI_LLM_NO_AVX512=1 $(NBVAL) $(NOTEBOOKS)
 
 lab: $(INSTALLED)
 	$(BIN)/jupyter lab notebooks
