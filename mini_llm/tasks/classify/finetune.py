@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from mini_llm.helpers import check_int, eval_mode
 from mini_llm.tasks.classify.imbalance import check_class_weights, weighted_cross_entropy
+from mini_llm.train import Trainer, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,6 @@ def fine_tune(
     the class-weighted cross-entropy (``weighted_cross_entropy``) instead of the model's own loss; the validation
     loss stays unweighted.
     """
-    from mini_llm.train import Trainer, TrainerConfig
-
     weights = None if class_weights is None else check_class_weights(class_weights, model.config.num_labels)
     total = config.epochs * len(train_loader)
     warmup = int(config.warmup_fraction * total)
