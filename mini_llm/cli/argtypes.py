@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mini_llm.helpers import SEED_LIMIT
+
 MAX_STEPS = 1_000_000  # --max-steps: weeks of training for the presets on a CPU; more is a typo
 MAX_NEW_TOKENS = 100_000  # --max-new-tokens / --new-chars: minutes of decoding; more is a typo
 MAX_THREADS = 1024  # --threads
@@ -53,7 +55,7 @@ thread_count = bounded_int(MAX_THREADS)
 
 def seed_value(text: str) -> int:
     """An integer in [0, 2**63 - 1], the range torch generators accept."""
-    return int(_number(text, int, "an integer in [0, 2**63 - 1]", lambda v: 0 <= v < 2**63))
+    return int(_number(text, int, "an integer in [0, 2**63 - 1]", lambda v: 0 <= v < SEED_LIMIT))
 
 
 def positive_float(text: str) -> float:
