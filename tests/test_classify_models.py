@@ -10,11 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from mini_llm.data import CharTokenizer
+from mini_llm.nn import BertConfig, BertForSequenceClassification
 from mini_llm.tasks.classify import (
     FineTuneConfig,
     MaskedWindows,
+    SampledBatches,
     SpecialVocabulary,
     TextClassificationDataset,
+    accuracy,
+    batch_loss,
     evaluate_run,
     fine_tune,
     hf_bert_classifier,
@@ -61,6 +65,38 @@ def test_shared_vocabulary_encoding():
     assert batch["input_ids"].tolist()[0][:2] == [vocabulary.cls_id, vocabulary.tokenizer.encode("好")[0]]
     assert batch["input_ids"].shape == (2, 4) and batch["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     assert batch["input_ids"][0, 2] == vocabulary.pad_id == vocabulary.vocab_size - 3
+
+
+def test_sampled_batches_draw_with_the_trainers_generator():
+    vocabulary = SpecialVocabulary(CharTokenizer.from_texts(TEXTS))
+    dataset = TextClassificationDataset(TEXTS, [1, 0, 1, 1])
+    batch, labels = SampledBatches(dataset, CharEncoder(vocabulary, max_length=6))(5, torch.Generator().manual_seed(7))
+    index = torch.randint(4, (5,), generator=torch.Generator().manual_seed(7)).tolist()  # the same draws by hand
+    assert labels.tolist() == [[1, 0, 1, 1][i] for i in index] and batch["labels"] is labels
+    rows = [[vocabulary.cls_id, *vocabulary.tokenizer.encode(TEXTS[i][:5])] for i in index]  # [CLS] + 5 characters
+    width = max(map(len, rows))  # padded to the longest row of the batch, not to max_length
+    assert batch["input_ids"].tolist() == [row + [vocabulary.pad_id] * (width - len(row)) for row in rows]
+    assert batch["attention_mask"].tolist() == [[1] * len(row) + [0] * (width - len(row)) for row in rows]
+
+
+def test_accuracy_and_batch_loss_by_hand():
+    vocabulary = SpecialVocabulary(CharTokenizer.from_texts(TEXTS))
+    config = BertConfig(vocab_size=vocabulary.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=8, pad_token_id=vocabulary.pad_id)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config).train()  # dropout on: accuracy must switch it off
+    labels = [1, 0, 1, 1]
+    loader = make_loader(TextClassificationDataset(TEXTS, labels), CharEncoder(vocabulary, max_length=8), 3)
+    with torch.no_grad():
+        logits = torch.cat([model.eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in loader])
+        expected = (logits.argmax(-1) == torch.tensor(labels)).double().mean().item()
+        model.train()
+        assert accuracy(model, loader) == expected and model.training  # the mode is restored
+        batch = next(iter(loader))
+        model.eval()
+        by_hand = torch.nn.functional.cross_entropy(model(batch["input_ids"], batch["attention_mask"]).logits,
+                                                    batch["labels"])
+        assert batch_loss(model, batch, batch["labels"]).item() == pytest.approx(by_hand.item(), rel=1e-6)
 
 
 def test_masked_windows_follow_bert():

@@ -1,7 +1,7 @@
 """Review-sentiment classifiers of chapter 5: naive Bayes, transformers' BERT, and mini_llm's pre-trained BERT.
 
 - ``naive_bayes``, ``hf_bert``, ``hf_tokenizer``, ``mlm``  the three models, their tokenizers and the MLM pre-training
-- ``text_data``, ``finetune``, ``imbalance``               batches of reviews, the fine-tuning loop, class weights
+- ``text_data``, ``finetune``, ``imbalance``               batches of reviews, fine-tuning and accuracy, class weights
 - ``presets``                                             named sizes and recipes
 - ``runs``                                                train and save a run directory (run.json + model files)
 - ``evaluate``                                            load a run, predict, evaluate on a split, write_eval
@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # transformers -> huggingface_hub imports tqdm.
     import transformers  # noqa: F401
 
 from mini_llm.tasks.classify.evaluate import evaluate_run, load_classifier, predict_texts, read_eval, write_eval
-from mini_llm.tasks.classify.finetune import FineTuneConfig, fine_tune, predict_logits
+from mini_llm.tasks.classify.finetune import FineTuneConfig, accuracy, batch_loss, fine_tune, predict_logits
 from mini_llm.tasks.classify.hf_bert import EncoderSize, hf_bert_classifier
 from mini_llm.tasks.classify.hf_tokenizer import HFEncoder, train_char_tokenizer
 from mini_llm.tasks.classify.imbalance import (
@@ -42,7 +42,7 @@ from mini_llm.tasks.classify.runs import (
     train_mini_llm,
     train_run,
 )
-from mini_llm.tasks.classify.text_data import PaddingCollator, TextClassificationDataset, make_loader
+from mini_llm.tasks.classify.text_data import PaddingCollator, SampledBatches, TextClassificationDataset, make_loader
 
 __all__ = [
     "MODELS",
@@ -57,8 +57,11 @@ __all__ = [
     "MaskedWindows",
     "PaddingCollator",
     "PretrainConfig",
+    "SampledBatches",
     "SpecialVocabulary",
     "TextClassificationDataset",
+    "accuracy",
+    "batch_loss",
     "check_class_weights",
     "class_prior",
     "default_run_dir",

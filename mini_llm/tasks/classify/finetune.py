@@ -76,6 +76,18 @@ def predict_logits(model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Te
     return torch.cat(logits), all_labels, loss_sum / len(all_labels)
 
 
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, loader: DataLoader) -> float:
+    """Fraction of the loader's examples whose most probable class is the label, in eval mode."""
+    logits, labels, _ = predict_logits(model, loader)
+    return (logits.argmax(-1) == labels).double().mean().item()
+
+
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """The model's own loss on a collated batch (input_ids, attention_mask, labels): a Trainer ``loss_fn``."""
+    return model(**batch).loss
+
+
 class LoaderBatches:
     """A Trainer batch source over a DataLoader: its batches in order, epoch after epoch, as (batch, labels).
 
@@ -141,8 +153,9 @@ def fine_tune(
     start = time.perf_counter()
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        out = model(**batch)
-        return out.loss if weights is None else weighted_cross_entropy(out.logits, labels, weights)
+        if weights is None:
+            return batch_loss(model, batch, labels)
+        return weighted_cross_entropy(model(**batch).logits, labels, weights)
 
     def evaluate(model: torch.nn.Module) -> dict[str, Any]:
         logits, labels, val_loss = predict_logits(model, validation_loader)

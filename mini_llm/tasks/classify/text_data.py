@@ -1,4 +1,5 @@
-"""Labelled texts as a torch Dataset, and a collate function that pads a batch and builds its attention mask."""
+"""Labelled texts as a torch Dataset, a collate function that pads a batch and builds its attention mask, and the
+batch sources that feed them to a loader or to ``mini_llm.train.Trainer``."""
 
 from __future__ import annotations
 
@@ -51,3 +52,17 @@ def make_loader(
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=PaddingCollator(encode)
     )
+
+
+class SampledBatches:
+    """A Trainer batch source: ``batch_size`` examples drawn at random (with replacement) with the Trainer's
+    generator, collated as (batch, labels) with the batch padded to its longest text."""
+
+    def __init__(self, dataset: TextClassificationDataset, encode: Encoder) -> None:
+        self.dataset = dataset
+        self.collate = PaddingCollator(encode)
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        index = torch.randint(len(self.dataset), (batch_size,), generator=generator)  # (B,)
+        batch = self.collate([self.dataset[i] for i in index.tolist()])  # input_ids (B, T'), labels (B,), ...
+        return batch, batch["labels"]
