@@ -16,7 +16,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test,peers]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test,peers,cluster]'
 	touch $(INSTALLED)
 
 book: $(INSTALLED)

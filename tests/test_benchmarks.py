@@ -124,3 +124,17 @@ def test_interleaved_bursts_call_order(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(one_call["a"]) == 4 and calls[-4:] == ["a"] * 4
     with pytest.raises(ValueError, match="burst must be >= 1"):
         common.interleaved_bursts({"a": lambda: None}, 1, 0)
+
+
+def test_ddp_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bench = load("bench_ddp", monkeypatch)
+    tiny = "--n-layer 1 --n-head 2 --n-embd 16 --vocab-size 40 --block-size 8 --batch-size 4"
+    quick = ["--warmup", "1", "--steps", "1", "--rounds", "1", "--csv", str(tmp_path / "t.csv")]
+    rows = bench.main([*tiny.split(), *quick])
+    out = capsys.readouterr().out
+    assert [row["variant"] for row in rows] == list(bench.VARIANTS)
+    assert rows[0]["speed-up vs 1 x 2"] == 1.0 and all(row["tokens/s"] > 0 for row in rows)
+    assert rows[-1]["all-reduce MB/step"] > 0  # the DDP variant reduces the gradients
+    cells = table_lines(out)
+    assert cells[0] == list(bench.COLUMNS) and "machine: " in out and "model: step(2)" in out
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 1 + len(bench.VARIANTS)

@@ -26,6 +26,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help=f"steps to train, at most {argtypes.MAX_STEPS:_} (default: the preset's)")
     train.add_argument("--seed", type=argtypes.seed_value, default=None, help="initial weights and batches (default 0)")
     train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    train.add_argument("--grad-accum-steps", type=argtypes.positive_int, default=None,
+                       help="micro-batches per step and process; the batch per step stays the preset's (default 1). "
+                            "Under torchrun (torchrun --nproc_per_node N -m mini_llm train ...) each of the N "
+                            "processes trains its share of every batch")
+    train.add_argument("--fsdp", action="store_true",
+                       help="under torchrun, shard the parameters, gradients and optimizer state over the processes "
+                            "(FSDP) instead of keeping a full copy in each (DDP); the same numbers either way")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--resume", action="store_true",
@@ -72,6 +79,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm train``: train, then print the final losses and where the files went."""
+    from mini_llm.helpers import check_device
     from mini_llm.tasks.charlm import (
         CHECKPOINT_FILE,
         CONFIG_FILE,
@@ -80,6 +88,7 @@ def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
         read_run_config,
         train_char_gpt,
     )
+    from mini_llm.train import distributed
 
     out = args.run_dir if args.run_dir is not None else Path("runs") / args.preset
     replacing = args.overwrite and not args.resume and (out / CHECKPOINT_FILE).is_file()
@@ -94,12 +103,21 @@ def run_train(args: argparse.Namespace, invocation: Invocation) -> int:
         return "no checkpoint was saved yet, so there is nothing to resume"
 
     invocation.on_interrupt = advice
-    train_char_gpt(
-        args.preset, out, max_steps=args.max_steps, seed=args.seed, progress=not args.no_progress,
-        device=args.device, resume=args.resume, overwrite=args.overwrite, log=print,
-    )
+    world, device = distributed.init_from_env(check_device(args.device))  # one process unless run by torchrun
+    try:
+        train_char_gpt(
+            args.preset, out, max_steps=args.max_steps, seed=args.seed, progress=not args.no_progress,
+            device=device, resume=args.resume, overwrite=args.overwrite, log=print,
+            grad_accum_steps=args.grad_accum_steps, parallel="fsdp" if args.fsdp else None,
+        )
+    finally:
+        distributed.shutdown()
+    if not world.is_main:
+        return 0
     summary = read_run_config(out)["training"]
-    print(f"trained {summary['steps']} steps in {summary['seconds_this_session']:.1f} s on {summary['device']}")
+    processes = f" x {world.size} processes" if world.size > 1 else ""
+    print(f"trained {summary['steps']} steps in {summary['seconds_this_session']:.1f} s on {summary['device']}"
+          f"{processes}")
     print(f"final loss (nats per character, {summary['loss_batches']} batches each): "
           f"train {summary['train_loss']:.4f} (perplexity {summary['train_perplexity']:.1f}), "
           f"validation {summary['val_loss']:.4f} (perplexity {summary['val_perplexity']:.1f})")

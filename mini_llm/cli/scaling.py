@@ -66,6 +66,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--threads", type=argtypes.thread_count, default=None,
                        help="torch threads (default: every core)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run the sweep as Ray tasks (needs the cluster extra): on a new local cluster without "
+                            "ADDRESS, else on the cluster at HOST:PORT (`ray start --head`) or ray://HOST:PORT")
+    sweep.add_argument("--ray-workers", type=argtypes.positive_int, default=None, metavar="N",
+                       help="with --ray: CPUs of the local cluster (default 2); with an ADDRESS, the most tasks "
+                            "running at once (default: every CPU of the cluster)")
 
 
 def _jobs(args: argparse.Namespace) -> list:
@@ -93,22 +99,56 @@ def run_zoo_list(args: argparse.Namespace, invocation: Invocation) -> int:
 
 def run_zoo_train(args: argparse.Namespace, invocation: Invocation) -> int:
     """``mini-llm zoo train``: print the plan, then train what is not done yet."""
-    from mini_llm.scaling.zoo import train_zoo
+    import torch
 
-    jobs = _show_plan(args)
+    from mini_llm.scaling.zoo import train_zoo
+    from mini_llm.train import distributed
+
+    world, _ = distributed.init_from_env(torch.device("cpu"))  # under torchrun: data-parallel over its processes
+    jobs = _show_plan(args) if world.is_main else _jobs(args)
     start = time.perf_counter()
     invocation.on_interrupt = lambda: "run the same command again to resume from the last checkpoint"
-    train_zoo(jobs, args.cache_dir, progress=not args.no_progress, log=print, threads=args.threads)
-    print(f"zoo trained in {(time.perf_counter() - start) / 60:.1f} min; "
-          f"next: {PROG} sweep --preset-set {args.preset_set} --out results/<name>.csv")
+    try:
+        train_zoo(jobs, args.cache_dir, progress=not args.no_progress, log=print, threads=args.threads)
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        processes = f" on {world.size} processes" if world.size > 1 else ""
+        print(f"zoo trained in {(time.perf_counter() - start) / 60:.1f} min{processes}; "
+              f"next: {PROG} sweep --preset-set {args.preset_set} --out results/<name>.csv")
     return 0
 
 
+def _check_ray(args: argparse.Namespace) -> None:
+    """UsageError for Ray flags that cannot work: --ray-workers or --threads beside the wrong mode, no ray, a bad
+    address; ConnectionError naming --ray for an address where no cluster answers."""
+    if args.ray is None:
+        if args.ray_workers is not None:
+            raise UsageError("--ray-workers needs --ray: it sets how many Ray workers run the sweep")
+        return
+    if args.threads is not None:
+        raise UsageError("--threads is for the serial sweep; with --ray each task runs on 1 thread (see --ray-workers)")
+    from mini_llm.scaling import ray_sweep
+
+    try:
+        ray_sweep.require_ray()
+    except ModuleNotFoundError as error:
+        raise UsageError(f"--ray needs the optional dependency ray: pip install '{ray_sweep.EXTRA}'") from error
+    if args.ray != ray_sweep.LOCAL:
+        try:
+            ray_sweep.check_reachable(args.ray)
+        except ValueError as error:
+            raise UsageError(f"--ray: {error}") from error
+        except ConnectionError as error:
+            raise ConnectionError(f"--ray: {error}") from error
+
+
 def run_sweep(args: argparse.Namespace, invocation: Invocation) -> int:
-    """``mini-llm sweep``: quantize the kept checkpoints and append the rows to --out."""
+    """``mini-llm sweep``: quantize the kept checkpoints and append the rows to --out (on Ray with --ray)."""
     from mini_llm.scaling.sweep import EVAL_WINDOWS, OUTLIER_FRACTION, SweepGrid, run_sweep
     from mini_llm.scaling.zoo import zoo_checkpoints, zoo_dir
 
+    _check_ray(args)
     axes = {"bits": args.bits, "codebooks": args.codebooks, "blocksizes": args.blocksizes,
             "outliers": args.outliers, "embeddings": args.embedding}
     grid = SweepGrid(**{name: value for name, value in axes.items() if value is not None})
@@ -119,10 +159,17 @@ def run_sweep(args: argparse.Namespace, invocation: Invocation) -> int:
                          + (f" --cache-dir {args.cache_dir}" if args.cache_dir else ""))
     start = time.perf_counter()
     invocation.on_interrupt = lambda: f"the rows so far are in {args.out}; run the same command again to continue"
-    written = run_sweep(
-        args.out, checkpoints, grid, eval_windows=args.eval_windows or EVAL_WINDOWS,
-        outlier_fraction=args.outlier_fraction or OUTLIER_FRACTION, threads=args.threads,
-        progress=not args.no_progress, log=print,
-    )
+    options = {"eval_windows": args.eval_windows or EVAL_WINDOWS,
+               "outlier_fraction": args.outlier_fraction or OUTLIER_FRACTION, "progress": not args.no_progress,
+               "log": print}
+    if args.ray is None:
+        written = run_sweep(args.out, checkpoints, grid, threads=args.threads, **options)
+    else:
+        from mini_llm.scaling.ray_sweep import run_ray_sweep
+
+        try:
+            written = run_ray_sweep(args.out, checkpoints, grid, address=args.ray, workers=args.ray_workers, **options)
+        except ConnectionError as error:
+            raise ConnectionError(f"--ray: {error}") from error
     print(f"wrote {written} rows to {args.out} in {(time.perf_counter() - start) / 60:.1f} min")
     return 0

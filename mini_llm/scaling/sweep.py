@@ -21,7 +21,8 @@ import csv
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mini_llm import __version__, helpers
-from mini_llm.data import prepare_data
+from mini_llm.data import CharData, prepare_data
 from mini_llm.nn import GPT
 from mini_llm.quant import CODEBOOKS, QuantizedLinear, quantize_model
 from mini_llm.quant.checks import check_bits, check_blocksize
@@ -259,6 +260,78 @@ def _row(
     }
 
 
+def _check_options(eval_windows: int, outlier_fraction: float) -> None:
+    """ValueError naming eval_windows or outlier_fraction when it is out of range."""
+    if not 0.0 < outlier_fraction < 1.0:
+        raise ValueError(f"outlier_fraction must be in (0, 1), got {outlier_fraction!r}")
+    if eval_windows < 1:
+        raise ValueError(f"eval_windows must be >= 1, got {eval_windows!r}")
+
+
+def plan_runs(
+    path: Path, checkpoints: Sequence[ZooCheckpoint], grid: SweepGrid, eval_windows: int, outlier_fraction: float,
+    say: Log,
+) -> list[tuple[ZooCheckpoint, list[QuantConfig]]]:
+    """The runs not yet in the CSV ``path``: (checkpoint, its missing configurations), in sweep order.
+
+    Checks the options, reads the keys already written and cuts a row that a crash left half written.
+    """
+    _check_options(eval_windows, outlier_fraction)
+    done = _done_keys(path)
+    _drop_partial_line(path)
+    configs = grid.configs()
+    todo = []
+    for checkpoint in checkpoints:
+        eval_tokens = eval_windows * checkpoint.job.size.block_size
+        missing = [c for c in configs if _key(checkpoint, c, outlier_fraction, eval_tokens) not in done]
+        if missing:
+            todo.append((checkpoint, missing))
+    n_runs = sum(len(missing) for _, missing in todo)
+    say(f"sweep: {len(checkpoints)} checkpoints x {len(configs)} configurations; {n_runs} runs to do, "
+        f"{len(checkpoints) * len(configs) - n_runs} already in {path}")
+    return todo
+
+
+@contextmanager
+def row_appender(path: Path) -> Iterator[Callable[[dict[str, object]], None]]:
+    """A function that appends one row to the sweep CSV ``path`` and flushes it (header first in a new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        if file.tell() == 0:
+            writer.writeheader()
+
+        def append(row: dict[str, object]) -> None:
+            writer.writerow(row)
+            file.flush()
+
+        yield append
+
+
+def checkpoint_rows(
+    checkpoint: ZooCheckpoint, configs: Sequence[QuantConfig], eval_windows: int, outlier_fraction: float,
+    data: CharData,
+) -> Iterator[dict[str, object]]:
+    """The CSV rows of one checkpoint, one per configuration in order: the weights are loaded once for all of them.
+
+    The one unit of sweep work: the serial sweep writes each row as it comes, a Ray task returns them as a list.
+    """
+    model, _ = load_weights(checkpoint.path)
+    if model.config.vocab_size != data.tokenizer.vocab_size:
+        raise ValueError(f"{checkpoint.path}: vocabulary of {model.config.vocab_size} ids, the data has "
+                         f"{data.tokenizer.vocab_size}: not a model of this corpus")
+    block = model.config.block_size
+    x, y = held_out_windows(data.val, block, eval_windows)  # (W, T), (W, T)
+    calibration = list(held_out_windows(data.train, block, CALIBRATION_WINDOWS)[0].split(8))  # 2 x (8, T)
+    model16 = to_16bit(model)
+    for config in configs:
+        start = time.perf_counter()
+        quantized = quantized_copy(model16, config, calibration, outlier_fraction)
+        metrics = evaluate(quantized, x, y)
+        parts = bit_breakdown(quantized)
+        yield _row(checkpoint, model, config, outlier_fraction, metrics, parts, y.numel(), time.perf_counter() - start)
+
+
 def run_sweep(
     out: str | os.PathLike,
     checkpoints: Sequence[ZooCheckpoint],
@@ -274,56 +347,20 @@ def run_sweep(
     ``threads`` sets torch's and Numba's threads for the sweep (default: every core). On a machine busy with other
     work, 1 thread can be many times faster for small models than 2 threads that wait for each other.
     """
-    say = log or (lambda message: None)
-    grid = grid or SweepGrid()
-    if not 0.0 < outlier_fraction < 1.0:
-        raise ValueError(f"outlier_fraction must be in (0, 1), got {outlier_fraction!r}")
-    if eval_windows < 1:
-        raise ValueError(f"eval_windows must be >= 1, got {eval_windows!r}")
     path = Path(out)
-    done = _done_keys(path)
-    _drop_partial_line(path)
-    configs = grid.configs()
-    todo = []
-    for checkpoint in checkpoints:
-        eval_tokens = eval_windows * checkpoint.job.size.block_size
-        missing = [c for c in configs if _key(checkpoint, c, outlier_fraction, eval_tokens) not in done]
-        if missing:
-            todo.append((checkpoint, missing))
-    n_runs = sum(len(missing) for _, missing in todo)
-    say(f"sweep: {len(checkpoints)} checkpoints x {len(configs)} configurations; {n_runs} runs to do, "
-        f"{len(checkpoints) * len(configs) - n_runs} already in {path}")
+    todo = plan_runs(path, checkpoints, grid or SweepGrid(), eval_windows, outlier_fraction, log or (lambda _: None))
     if not todo:
         return 0
     data = prepare_data()
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with helpers.threads(threads or os.cpu_count() or 1):  # Numba: at most NUMBA_NUM_THREADS
-        with path.open("a", newline="", encoding="utf-8") as file, tqdm(
-            total=n_runs, desc="sweep", disable=not progress
+        with row_appender(path) as append, tqdm(
+            total=sum(len(missing) for _, missing in todo), desc="sweep", disable=not progress
         ) as bar:
-            writer = csv.DictWriter(file, fieldnames=COLUMNS)
-            if file.tell() == 0:
-                writer.writeheader()
             for checkpoint, missing in todo:
-                model, _ = load_weights(checkpoint.path)
-                if model.config.vocab_size != data.tokenizer.vocab_size:
-                    raise ValueError(f"{checkpoint.path}: vocabulary of {model.config.vocab_size} ids, the data has "
-                                     f"{data.tokenizer.vocab_size}: not a model of this corpus")
-                block = model.config.block_size
-                x, y = held_out_windows(data.val, block, eval_windows)  # (W, T), (W, T)
-                calibration = list(held_out_windows(data.train, block, CALIBRATION_WINDOWS)[0].split(8))  # 2 x (8, T)
-                model16 = to_16bit(model)
                 bar.set_postfix_str(f"{checkpoint.job.name} step {checkpoint.step}", refresh=False)
-                for config in missing:
-                    start = time.perf_counter()
-                    quantized = quantized_copy(model16, config, calibration, outlier_fraction)
-                    metrics = evaluate(quantized, x, y)
-                    parts = bit_breakdown(quantized)
-                    row = _row(checkpoint, model, config, outlier_fraction, metrics, parts, y.numel(),
-                               time.perf_counter() - start)
-                    writer.writerow(row)
-                    file.flush()
+                for row in checkpoint_rows(checkpoint, missing, eval_windows, outlier_fraction, data):
+                    append(row)
                     written += 1
                     bar.update(1)
     return written

@@ -32,7 +32,7 @@ from mini_llm.tasks.charlm import (
     read_run_config,
     train_char_gpt,
 )
-from mini_llm.train import TrainerConfig
+from mini_llm.train import TrainerConfig, distributed
 from mini_llm.train.rundir import run_dir
 
 VOCAB_SIZE = 4620  # characters of the training split (<unk> included): for the plan only, training reads the data
@@ -268,8 +268,12 @@ def train_zoo(
     jobs: Sequence[ZooJob], cache_dir: str | os.PathLike | None = None, progress: bool = True, log: Log | None = None,
     threads: int | None = None,
 ) -> list[Path]:
-    """Train every job not done yet (finished jobs are skipped, interrupted ones resume); return the run directories."""
-    say = log or (lambda message: None)
+    """Train every job not done yet (finished jobs are skipped, interrupted ones resume); return the run directories.
+
+    Under torchrun every rank trains its share of each batch (see ``train_char_gpt``); rank 0 alone logs.
+    """
+    main_rank = distributed.current().is_main
+    say = log if log is not None and main_rank else (lambda message: None)
     runs = []
     with helpers.threads(threads, libraries=("torch",)):
         for i, job in enumerate(jobs, 1):
@@ -281,6 +285,8 @@ def train_zoo(
             say(f"[{i}/{len(jobs)}] {job.name}: {status}, about {job.estimated_seconds() / 60:.1f} min")
             start = _checkpoint_step(job.run_dir(cache_dir) / CHECKPOINT_FILE) or 0
             runs.append(train_job(job, cache_dir, progress, log))
+            if not main_rank:
+                continue
             summary = read_run_config(runs[-1])["training"]
             tokens = (summary["steps"] - start) * job.size.batch_size * job.size.block_size
             speed = tokens / max(summary["seconds_this_session"], 1e-9)

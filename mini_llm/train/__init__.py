@@ -3,10 +3,12 @@
 Holds the optimisers, schedules, batch sources, the ``Trainer`` (any model with a loss), and the checkpoint room
 (``train.checkpoint``: training checkpoints and GPT weights files, read and written with checks). Every reader of a
 checkpoint or weights file goes through ``train.checkpoint``. ``train.rundir`` is the run-directory convention of
-every command that writes a run (cache root, format-tagged JSON records written atomically, staged overwrite).
+every command that writes a run (cache root, format-tagged JSON records written atomically, staged overwrite);
+``train.distributed`` joins torchrun's process group and splits each batch among the data-parallel ranks.
 May import: helpers, atomic, jsonfiles, nn. Never tasks, evaluation, scaling or cli.
 """
 
+from mini_llm.train import distributed
 from mini_llm.train.batches import BatchFn, TokenBatches, random_batch
 from mini_llm.train.checkpoint import (
     Checkpoint,
@@ -35,6 +37,7 @@ __all__ = [
     "WarmupCosineSchedule",
     "check_finite",
     "clip_grad_norm",
+    "distributed",
     "load_model_weights",
     "load_weights",
     "lr_at",

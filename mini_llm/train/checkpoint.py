@@ -82,11 +82,17 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     rng_states: dict[str, torch.Tensor] | None = None,
     extra: dict[str, Any] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write model, optimizer, RNG states and JSON ``extra`` to one safetensors file (atomically); return the path."""
+    """Write model, optimizer, RNG states and JSON ``extra`` to one safetensors file (atomically); return the path.
+
+    ``model_state`` / ``optimizer_state`` replace the modules' own state dicts (e.g. whole tensors of a sharded model).
+    """
     path = Path(path)
-    optimizer_tensors, optimizer_meta = flatten_optimizer_state(optimizer.state_dict())
-    named = {f"model.{name}": t for name, t in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+    optimizer_tensors, optimizer_meta = flatten_optimizer_state(optimizer_state)
+    named = {f"model.{name}": t for name, t in (model.state_dict() if model_state is None else model_state).items()}
     named |= optimizer_tensors
     named |= {f"rng.{name}": t for name, t in (rng_states or {}).items()}
     # clone: safetensors refuses tensors that share storage (tied embeddings, views)

@@ -1,4 +1,5 @@
-"""A small trainer: warm-up + cosine learning rate, gradient clipping, evaluation, resumable checkpoints."""
+"""A small trainer: warm-up + cosine learning rate, gradient clipping, evaluation, resumable checkpoints; gradient
+accumulation and data parallelism over torch.distributed ranks (``train.distributed``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mini_llm.helpers import check_choice, check_int, eval_mode
+from mini_llm.train import distributed
 from mini_llm.train.batches import BatchFn
 from mini_llm.train.checkpoint import check_model_state, check_optimizer_state, read_checkpoint, save_checkpoint
 from mini_llm.train.clipping import clip_grad_norm
@@ -43,7 +45,9 @@ class TrainerConfig:
     """Everything that decides a training run."""
 
     max_steps: int = 1000  # optimisation steps in total
-    batch_size: int = 32  # examples (sequences) per step
+    batch_size: int = 32  # examples (sequences) per step, over all ranks and accumulation steps
+    grad_accum_steps: int = 1  # micro-batches per step and rank, their gradients summed before the update
+    parallel: str = "ddp"  # on several ranks: "ddp" (a replica per rank) or "fsdp" (parameters sharded)
     lr: float = 3e-4  # peak learning rate, reached at the end of warm-up
     warmup_steps: int = 100  # steps of linear warm-up from lr / warmup_steps to lr
     min_lr: float = 3e-5  # floor of the cosine decay
@@ -62,13 +66,14 @@ class TrainerConfig:
     progress: bool = True  # show a tqdm progress bar; False for notebooks whose outputs must be reproducible
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "eval_batches"):
+        for name in ("max_steps", "batch_size", "eval_batches", "grad_accum_steps"):
             check_int(name, getattr(self, name), 1, kinds=int)
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
             check_int(name, getattr(self, name), 0, kinds=int)
         if self.decay_steps is not None:
             check_int("decay_steps", self.decay_steps, 1, kinds=int)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("parallel", self.parallel, distributed.PARALLEL)
         if not (isinstance(self.grad_clip, int | float) and self.grad_clip >= 0):
             raise ValueError(f"grad_clip must be a number >= 0 (0 = no clipping), got {self.grad_clip!r}")
         if self.warmup_steps > self.resolved_decay_steps:
@@ -87,7 +92,8 @@ class TrainerConfig:
 
     def trajectory(self) -> dict[str, Any]:
         """The fields that decide the parameters' trajectory (a resumed run must agree on them), JSON-normalised."""
-        skip = {"max_steps", "decay_steps", "eval_interval", "eval_batches", "checkpoint_path", "checkpoint_interval"}
+        skip = {"max_steps", "decay_steps", "eval_interval", "eval_batches", "checkpoint_path", "checkpoint_interval",
+                "parallel"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip | {"progress"}}
         values["decay_steps"] = self.resolved_decay_steps
         return json.loads(json.dumps(values))
@@ -145,6 +151,11 @@ class Trainer:
     eval_loss / eval_perplexity (None except at evaluation steps). ``save_checkpoint`` / ``resume`` continue a run
     exactly: the same parameters and losses as if it had never stopped.
 
+    Each step's batch of ``batch_size`` examples is cut into ``grad_accum_steps`` micro-batches per rank; in a
+    process group (``torchrun``) every rank draws the same batch and trains on its share through
+    DistributedDataParallel, rank 0 alone writes checkpoints, and the logged loss is the mean over the whole batch
+    (see ``train.distributed``). One process with ``grad_accum_steps = 1`` is the plain loop.
+
     The recipe's parts can be swapped: ``optimizer(model, config)`` builds the optimizer (default
     ``build_optimizer``), ``schedule(config)`` the learning-rate schedule (default ``warmup_cosine``), ``clip(params,
     max_norm)`` clips the gradients in place and returns their norm (default ``clip_grad_norm``), and
@@ -174,16 +185,21 @@ class Trainer:
         self.eval_batch = eval_batch
         self.loss_fn = loss_fn
         self.clip, self.eval_fn = clip, evaluate
+        self.world = distributed.current()
+        distributed.check_split(config.batch_size, self.world, config.grad_accum_steps)
+        self.forward_model = distributed.wrap(model, self.world, config.parallel)  # DDP, sharded model, or model
         self.optimizer = optimizer(model, config)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.device = self.params[0].device
         self.schedule = schedule(config)
         self.generator = torch.Generator().manual_seed(config.seed)  # samples the training batches
         # The model's own randomness (dropout) draws from torch's global generators; the trainer keeps their state
-        # and swaps it in for each step, so a run depends on nothing outside it and resumes exactly.
-        self.model_rng = {"cpu": torch.Generator().manual_seed(config.seed + 2).get_state()}
+        # and swaps it in for each step, so a run depends on nothing outside it and resumes exactly. Each rank draws
+        # its own dropout masks (seed + 2 + rank).
+        model_seed = config.seed + 2 + self.world.rank
+        self.model_rng = {"cpu": torch.Generator().manual_seed(model_seed).get_state()}
         if self.device.type == "cuda":
-            self.model_rng["cuda"] = torch.Generator(self.device).manual_seed(config.seed + 2).get_state()
+            self.model_rng["cuda"] = torch.Generator(self.device).manual_seed(model_seed).get_state()
         self.step = 0  # optimisation steps done
         self.history: list[dict[str, Any]] = []
 
@@ -209,20 +225,36 @@ class Trainer:
                 if cuda:
                     states["cuda"] = torch.cuda.get_rng_state(self.device)
 
+    def _loss_and_gradients(self, x: Any, y: torch.Tensor) -> torch.Tensor:
+        """Backward through this rank's micro-batches of the batch (x, y); return the loss over the whole batch."""
+        parts = distributed.micro_batches(x, y, self.world, self.config.grad_accum_steps)
+        loss = torch.zeros((), device=self.device)
+        with self._global_rng(self.model_rng, keep=True):
+            for i, (x_i, y_i) in enumerate(parts):  # (B / (W A), T) each
+                reduce_now = i == len(parts) - 1 or self.world.size == 1  # all-reduce the summed gradients once
+                with nullcontext() if reduce_now else distributed.no_sync(self.forward_model):
+                    part_loss = self.loss_fn(self.forward_model, x_i, y_i) / len(parts)  # scalar
+                    part_loss.backward()
+                loss += part_loss.detach()
+        return distributed.mean_over_ranks(loss, self.world)
+
     def train_step(self) -> dict[str, Any]:
-        """One optimisation step: learning rate, batch, loss, backward, clipping, update; return its record."""
+        """One optimisation step: learning rate, batch, loss and gradients, clipping, update; return its record."""
         self.model.train()
         lr = self.schedule.apply(self.optimizer, self.step)
-        x, y = self._batch(self.train_batch, self.generator)  # (B, T), (B, T)
-        with self._global_rng(self.model_rng, keep=True):
-            loss = self.loss_fn(self.model, x, y)  # scalar
-            if not math.isfinite(loss.item()):  # stop before the update: the model and checkpoint stay as they were
-                raise ValueError(
-                    f"the training loss became {loss.item()} at step {self.step + 1}; training stopped and the "
-                    f"last checkpoint was kept (lower the learning rate or check the data and the weights)"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        x, y = self._batch(self.train_batch, self.generator)  # the whole batch: (B, T), (B, T)
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            loss = self._loss_and_gradients(x, y)  # scalar, the same on every rank
+        except RuntimeError as error:  # gloo and NCCL report a rank that died or hangs as a RuntimeError
+            if self.world.size == 1:
+                raise
+            raise distributed.rank_failed(self.world, self.step, error) from error
+        if not math.isfinite(loss.item()):  # stop before the update: the model and checkpoint stay as they were
+            raise ValueError(
+                f"the training loss became {loss.item()} at step {self.step + 1}; training stopped and the "
+                f"last checkpoint was kept (lower the learning rate or check the data and the weights)"
+            )
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = self.clip(self.params, max_norm)
         self.optimizer.step()
@@ -285,9 +317,21 @@ class Trainer:
         return {"batch": self.generator.get_state()} | {f"model_{k}": v for k, v in self.model_rng.items()}
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
-        """Save model, optimizer, RNG states, step, config and history to one safetensors file."""
+        """Save model, optimizer, RNG states (of every rank), step, config and history to one safetensors file.
+
+        In a process group every rank must call it; rank 0 writes the file and the others wait for it.
+        """
+        ranks = distributed.gather_objects(self._rng_states(), self.world)  # only the dropout states differ
+        rng = ranks[0] | {f"{key}@rank{r}": state for r, states in enumerate(ranks[1:], 1)
+                          for key, state in states.items() if key.startswith("model_")}
         extra = {"trainer": {"step": self.step, "config": asdict(self.config), "history": self.history}}
-        return save_checkpoint(path, self.model, self.optimizer, self._rng_states(), extra)
+        extra["trainer"] |= {"world_size": self.world.size} if self.world.size > 1 else {}
+        model_state = distributed.full_state(self.model.state_dict())  # whole tensors even when sharded
+        optimizer_state = distributed.full_optimizer_state(self.optimizer.state_dict())
+        if self.world.is_main:
+            save_checkpoint(path, self.model, self.optimizer, rng, extra, model_state, optimizer_state)
+        distributed.barrier(self.world)
+        return Path(path)
 
     def load_checkpoint(self, path: str | os.PathLike) -> Trainer:
         """Restore a checkpoint of a run with the same model and trajectory settings into this trainer."""
@@ -296,7 +340,15 @@ class Trainer:
         saved = checkpoint.extra.get("trainer")
         if not isinstance(saved, dict) or not {"step", "config", "history"} <= set(saved):
             raise ValueError(f"{source} is a checkpoint but was not written by Trainer.save_checkpoint")
-        wanted = {"batch"} | {f"model_{k}" for k in self.model_rng}
+        saved_world = saved.get("world_size", 1)
+        if saved_world != self.world.size:
+            raise ValueError(
+                f"{source} was written by {saved_world} data-parallel process(es), this run has {self.world.size}: "
+                f"resume it with the same number (torchrun --nproc_per_node {saved_world}"
+                + (", or without torchrun)" if saved_world == 1 else ")")
+            )
+        rank = f"@rank{self.world.rank}" if self.world.rank else ""  # this rank's dropout states
+        wanted = {"batch"} | {f"model_{k}{rank}" for k in self.model_rng}
         missing_rng = sorted(wanted - set(checkpoint.rng_states))
         if missing_rng:
             raise ValueError(f"{source}: missing random-generator states {missing_rng}")
@@ -309,10 +361,10 @@ class Trainer:
             )
         check_model_state(self.model, checkpoint.model_state, source)
         check_optimizer_state(self.optimizer, checkpoint.optimizer_state, source)
-        self.model.load_state_dict(checkpoint.model_state)
-        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        self.model.load_state_dict(distributed.shard_like(checkpoint.model_state, self.model.state_dict()))
+        self.optimizer.load_state_dict(distributed.shard_optimizer_state(checkpoint.optimizer_state, self.params))
         self.generator.set_state(checkpoint.rng_states["batch"])
-        self.model_rng = {k: checkpoint.rng_states[f"model_{k}"].clone() for k in self.model_rng}
+        self.model_rng = {k: checkpoint.rng_states[f"model_{k}{rank}"].clone() for k in self.model_rng}
         self.step = int(saved["step"])
         self.history = list(saved["history"])
         return self

@@ -30,7 +30,7 @@ from mini_llm.tasks.charlm.rundir import (
     trainer_record,
     write_run_config,
 )
-from mini_llm.train import BatchFn, TokenBatches, Trainer, next_token_loss
+from mini_llm.train import BatchFn, TokenBatches, Trainer, distributed, next_token_loss
 from mini_llm.train.checkpoint import save_weights
 from mini_llm.train.rundir import staging_dir, swap_in
 
@@ -66,15 +66,17 @@ def _batches(data: CharData, block_size: int) -> tuple[TokenBatches, TokenBatche
 
 def _start_trainer(
     out_dir: Path, preset_name: str, preset: CharGPTPreset, data: CharData, max_steps: int | None, seed: int | None,
-    progress: bool, device: torch.device,
+    progress: bool, device: torch.device, changes: dict[str, Any],
 ) -> Trainer:
-    """A new trainer for a fresh run in out_dir, with its tokenizer.json and config.json written."""
+    """A new trainer for a fresh run in out_dir, with its tokenizer.json and config.json written (by rank 0)."""
     model_config = preset.gpt_config(data.tokenizer.vocab_size)
     seed = 0 if seed is None else seed
     trainer_config = preset.trainer_config(
-        max_steps, seed=seed, progress=progress, checkpoint_path=str(out_dir / CHECKPOINT_FILE)
+        max_steps, seed=seed, progress=progress, checkpoint_path=str(out_dir / CHECKPOINT_FILE), **changes
     )
     model = build_model(model_config, seed).to(device)
+    if not distributed.current().is_main:
+        return Trainer(model, trainer_config, *_batches(data, model_config.block_size))
     (out_dir / HISTORY_FILE).unlink(missing_ok=True)  # a history of an earlier run must not sit beside this one
     for kept in out_dir.glob(KEPT_WEIGHTS.replace("{step:06d}", "*")):  # nor its weight snapshots
         kept.unlink()
@@ -85,7 +87,7 @@ def _start_trainer(
 
 def _resume_trainer(
     out_dir: Path, preset_name: str, preset: CharGPTPreset, data: CharData, max_steps: int | None, seed: int | None,
-    progress: bool, device: torch.device,
+    progress: bool, device: torch.device, changes: dict[str, Any],
 ) -> Trainer:
     """A trainer continuing the run saved in out_dir; ValueError if it was another preset or other data."""
     saved = read_run_config(out_dir)
@@ -97,7 +99,7 @@ def _resume_trainer(
         raise ValueError(f"{out_dir / TOKENIZER_FILE} is not the vocabulary of this corpus: cannot resume")
     model_config = gpt_config_of_run(saved, out_dir / CONFIG_FILE)
     model = GPT(model_config).to(device)
-    changes: dict[str, Any] = {"progress": progress, "checkpoint_path": str(out_dir / CHECKPOINT_FILE)}
+    changes = changes | {"progress": progress, "checkpoint_path": str(out_dir / CHECKPOINT_FILE)}
     if max_steps is not None:  # the cosine still ends where it did: steps beyond it run at min_lr
         saved_trainer = saved.get("trainer") or {}
         decay_steps = saved_trainer.get("decay_steps") or saved_trainer.get("max_steps")
@@ -119,6 +121,8 @@ def train_char_gpt(
     log: Log | None = None,
     keep_steps: Sequence[int] = (),
     until: int | None = None,
+    grad_accum_steps: int | None = None,
+    parallel: str | None = None,
 ) -> tuple[GPT, CharTokenizer, list[dict[str, Any]]]:
     """Train the preset's char-level GPT and write checkpoint, tokenizer, config and history into ``out_dir``.
 
@@ -132,8 +136,13 @@ def train_char_gpt(
     already passed when resuming are not redone).
     ``until`` stops after that step (the learning-rate schedule stays the one of max_steps, so the weights equal
     those of a full run at that step, and ``resume`` continues it). Returns (model in eval mode, tokenizer, history).
+    ``grad_accum_steps`` (default: the preset's, 1) cuts each batch into micro-batches. In a torch.distributed
+    process group (torchrun) every rank trains its share of each batch; rank 0 alone logs and writes the files;
+    ``parallel="fsdp"`` shards the model over the ranks instead of replicating it (``TrainerConfig.parallel``).
     """
-    say = log or (lambda message: None)
+    world = distributed.current()
+    say = log if log is not None and world.is_main else (lambda message: None)
+    progress = progress and world.is_main
     preset_name, preset_obj = resolve_preset(preset)
     torch_device = check_device(device)
     out = Path(out_dir)
@@ -144,15 +153,20 @@ def train_char_gpt(
         raise FileExistsError(f"{out} already holds a trained model ({checkpoint}); continue it with --resume, "
                               "replace it with --overwrite, or choose another output directory")
     final, out = out, staging_dir(out) if overwrite and not resume and checkpoint.exists() else out
-    if out != final:
+    if out != final and world.is_main:
         shutil.rmtree(out, ignore_errors=True)  # what an interrupted overwrite left behind
     out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(world)
 
     data = prepare_data()
     say(f"data: {CORPUS}: {len(data.train):,} training and {len(data.val):,} validation characters, "
         f"vocabulary {data.tokenizer.vocab_size:,} (<unk> included)")
     start_or_resume = _resume_trainer if resume else _start_trainer
-    trainer = start_or_resume(out, preset_name, preset_obj, data, max_steps, seed, progress, torch_device)
+    if parallel == "fsdp" and keep_steps and world.size > 1:
+        raise ValueError("keep_steps needs whole weights on rank 0: use parallel='ddp' (zoo train) with keep_steps")
+    settings = {"grad_accum_steps": grad_accum_steps, "parallel": parallel}
+    changes = {name: value for name, value in settings.items() if value is not None}
+    trainer = start_or_resume(out, preset_name, preset_obj, data, max_steps, seed, progress, torch_device, changes)
     model, config = trainer.model, trainer.model.config
     say(f"model: preset {preset_name!r}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
         f"context {config.block_size}, {model.num_params() / 1e6:.2f} M parameters; "
@@ -171,18 +185,20 @@ def train_char_gpt(
             continue
         if step > trainer.step:
             trainer.train(until=step)
-        if step == trainer.step and not (out / KEPT_WEIGHTS.format(step=step)).is_file():
+        if step == trainer.step and world.is_main and not (out / KEPT_WEIGHTS.format(step=step)).is_file():
             save_weights(trainer.model, out / KEPT_WEIGHTS.format(step=step), {"step": step})
     history = trainer.train(until=last)
     seconds = time.perf_counter() - start
-    summary = _summary(trainer, seconds, torch_device)
-    write_history(out / HISTORY_FILE, history)
-    run_config = read_run_config(out)
-    run_config["trainer"] = trainer_record(trainer.config)
-    run_config["training"] = summary
-    write_run_config(out / CONFIG_FILE, run_config)
-    if out != final:
-        swap_in(out, final)
+    summary = _summary(trainer, seconds, torch_device)  # every rank: a sharded model's forward is collective
+    if world.is_main:  # rank 0 writes the run's files
+        write_history(out / HISTORY_FILE, history)
+        run_config = read_run_config(out)
+        run_config["trainer"] = trainer_record(trainer.config)
+        run_config["training"] = summary
+        write_run_config(out / CONFIG_FILE, run_config)
+        if out != final:
+            swap_in(out, final)
+    distributed.barrier(world)  # the other ranks go on only once the run directory is complete
     return model.eval(), data.tokenizer, history
 
 
