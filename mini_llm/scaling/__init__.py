@@ -1,7 +1,8 @@
 """k-bit inference scaling on a model zoo trained here: the zoo, the quantization sweep, fits and plots.
 
 zoo (char GPTs of several sizes, cached outside the repository) -> sweep (every kept checkpoint quantized in many
-ways, one CSV row per run) -> analysis (load_results, fit, best k per bit budget, plot_bit_scaling).
+ways, one CSV row per run; serially or as Ray tasks, ``ray_sweep``) -> analysis (load_results, fit, best k per bit
+budget, plot_bit_scaling).
 The zoo trains char-GPT runs (``mini_llm.tasks.charlm``); the sweep reads their weights files through
 ``mini_llm.train.checkpoint`` and their corpus split through ``mini_llm.data``, never through an application.
 May import: every floor below it (helpers, atomic, jsonfiles, data, nn, quant, train, tasks). Never cli.
