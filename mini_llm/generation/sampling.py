@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from mini_llm.helpers import is_int
+from mini_llm.nn.kv_cache import quantized_cache
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -141,10 +142,12 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
+    kv_bits: int | None = None,
     **model_kwargs: Any,
 ) -> torch.Tensor:
     """Append up to max_new_tokens tokens to idx (B, T); returns (B, T + n).
 
+    ``kv_bits`` (8 or 4) keeps the KV cache as int8 / int4 codes (``mini_llm.nn.kv_cache``; a GPT only).
     ``greedy=True`` takes the argmax (temperature, top_k and top_p are then ignored); otherwise tokens are drawn
     with ``generator``, or with a fresh one seeded by ``seed``, or with torch's global generator. With
     ``eos_token_id`` a sequence that emitted it keeps emitting it, and decoding stops once every sequence has.
@@ -158,6 +161,10 @@ def generate(
     _check_arguments(idx, max_new_tokens, temperature, top_k, top_p, greedy, seed, generator, eos_token_id, vocab_size)
     if seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)
+    if kv_bits is not None:
+        if not use_cache or not hasattr(config, "n_layer"):
+            raise ValueError(f"kv_bits needs use_cache=True and a GPT (a config with n_layer), got kv_bits={kv_bits!r}")
+        quantized_cache(config.n_layer, kv_bits)  # check the bits now, before the first step
 
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
     cache = None
@@ -168,7 +175,8 @@ def generate(
             cache_len += 1
         else:
             idx_cond = idx if block_size is None else idx[:, -block_size:]  # (B, T') with T' <= block_size
-            out = model(idx_cond, use_cache=use_cache, **model_kwargs)
+            fresh = {} if kv_bits is None else {"past_key_values": quantized_cache(config.n_layer, kv_bits)}
+            out = model(idx_cond, use_cache=use_cache, **fresh, **model_kwargs)
             cache_len = idx_cond.size(1)
         cache = out.past_key_values if use_cache else None
         logits = out.logits[:, -1, :]  # (B, V)

@@ -1,4 +1,5 @@
-"""Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function.
+"""Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function;
+a KV cache kept as int8/int4 codes (``kv_cache``).
 
 May import: helpers (and torch). Never data, train, generation, tasks, evaluation, scaling or cli.
 """
@@ -13,13 +14,12 @@ from mini_llm.nn.bert import (
     BertOutput,
 )
 from mini_llm.nn.gpt import GPT, GPTConfig, GPTOutput
+from mini_llm.nn.kv_cache import QuantizedKV, quantized_cache
 from mini_llm.nn.layers import MLP, EncoderLayer, sinusoidal_positions
 from mini_llm.nn.seq2seq import EncoderOutput, Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
 
 __all__ = [
     "ATTN_IMPLS",
-    "GPT",
-    "MLP",
     "BertConfig",
     "BertEncoder",
     "BertForMaskedLM",
@@ -28,14 +28,18 @@ __all__ = [
     "BertOutput",
     "EncoderLayer",
     "EncoderOutput",
+    "GPT",
     "GPTConfig",
     "GPTOutput",
+    "MLP",
     "MultiHeadAttention",
+    "QuantizedKV",
     "Seq2SeqConfig",
     "Seq2SeqOutput",
     "Seq2SeqTransformer",
     "attention",
     "causal_mask",
     "padding_mask",
+    "quantized_cache",
     "sinusoidal_positions",
 ]

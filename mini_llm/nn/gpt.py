@@ -18,9 +18,10 @@ from torch import nn
 
 from mini_llm.helpers import check_number
 from mini_llm.nn.attention import KVCache, attention, merge_heads, split_heads
+from mini_llm.nn.kv_cache import QuantizedKV, cache_length
 from mini_llm.nn.layers import MLP, check_config, check_size, init_weights
 
-LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's cache (keys, values), each (B, H, S, D)
+LayerKV = tuple[torch.Tensor, torch.Tensor] | QuantizedKV  # one layer's cache (keys, values), each (B, H, S, D)
 LayerOutput = tuple[torch.Tensor, LayerKV | None, torch.Tensor | None]  # (B, T, C), new cache, weights (B, H, T, S)
 
 
@@ -91,10 +92,14 @@ class CausalSelfAttention(nn.Module):
         q = split_heads(q, self.n_head)  # (B, H, T, D)
         k = split_heads(k, self.n_head)  # (B, H, T, D)
         v = split_heads(v, self.n_head)  # (B, H, T, D)
-        if past_kv is not None:
-            k = torch.cat([past_kv[0], k], dim=2)  # (B, H, S, D), S = S_past + T
-            v = torch.cat([past_kv[1], v], dim=2)  # (B, H, S, D)
-        present = (k, v) if use_cache else None
+        if isinstance(past_kv, QuantizedKV):  # stored as k-bit codes; appended in place
+            k, v = past_kv.append(k, v)  # (B, H, S, D) each, dequantized
+            present = past_kv if use_cache else None
+        else:
+            if past_kv is not None:
+                k = torch.cat([past_kv[0], k], dim=2)  # (B, H, S, D), S = S_past + T
+                v = torch.cat([past_kv[1], v], dim=2)  # (B, H, S, D)
+            present = (k, v) if use_cache else None
         dropout_p = self.dropout if self.training else 0.0
         y, weights = attention(
             q, k, v, is_causal=True, dropout_p=dropout_p, impl=self.attn_impl, need_weights=need_weights
@@ -163,8 +168,9 @@ class GPT(nn.Module):
         """Logits for every position of idx (B, T); targets (B, T) are the next tokens (-100 = ignore).
 
         With ``past_key_values`` (from an earlier call with ``use_cache=True``) idx holds only the new tokens;
-        their positions continue after the cached ones. ``return_attention=True`` computes every layer with the
-        explicit formula and returns its weights.
+        their positions continue after the cached ones; ``nn.kv_cache.quantized_cache(n_layer, bits)`` keeps them as
+        int8 or int4 codes instead (pass it empty on the first call). ``return_attention=True`` computes every layer
+        with the explicit formula and returns its weights.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
@@ -173,7 +179,7 @@ class GPT(nn.Module):
                 f"past_key_values must hold one (k, v) per layer ({self.config.n_layer}), got {len(past_key_values)}"
             )
         B, T = idx.shape
-        past_len = past_key_values[0][0].size(2) if past_key_values is not None else 0
+        past_len = cache_length(past_key_values[0]) if past_key_values is not None else 0
         if past_len + T > self.config.block_size:
             raise ValueError(
                 f"sequence length {past_len + T} (cached {past_len} + new {T}) exceeds block_size "
