@@ -6,9 +6,10 @@ use_cache=...)`` returning ``.logits`` and ``.past_key_values``) and know nothin
                 ``sample_next_token``, ``top_k_filter``, ``top_p_filter``
 - ``beam``      beam search for sequence-to-sequence models: ``beam_search_seq2seq``,
                 ``batched_beam_search_seq2seq``
+- ``speculative`` speculative decoding, a draft model checked by the target: ``speculative_generate``
 A new decoding strategy (a new filter, contrastive search, speculative decoding, ...) goes here. Experiments that
 compare strategies on the book's corpus (prompts, result files, copied spans) go to ``mini_llm.tasks.decoding``.
-May import: helpers (and torch). Never data, train, tasks, evaluation, scaling or cli.
+May import: helpers, nn (its quantized KV cache) and torch. Never data, train, tasks, evaluation, scaling or cli.
 """
 
 from mini_llm.generation.beam import BeamSearchOutput, batched_beam_search_seq2seq, beam_search_seq2seq
@@ -19,14 +20,17 @@ from mini_llm.generation.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from mini_llm.generation.speculative import SpeculativeOutput, speculative_generate
 
 __all__ = [
     "BeamSearchOutput",
+    "SpeculativeOutput",
     "batched_beam_search_seq2seq",
     "beam_search_seq2seq",
     "generate",
     "generate_seq2seq",
     "sample_next_token",
+    "speculative_generate",
     "top_k_filter",
     "top_p_filter",
 ]
