@@ -2,7 +2,8 @@
 
 codebooks (int, float ExMy, dynamic, quantile, NormalFloat) -> blockwise absmax quantize/dequantize with a
 QuantState that round-trips through safetensors -> dense k-bit packing (bitsandbytes' 4-bit layout) ->
-outlier-dependent quantization -> bit accounting -> QuantizedLinear and quantize_model.
+outlier-dependent quantization -> bit accounting -> QuantizedLinear and quantize_model. Beside them, pruning
+masks (magnitude, Wanda, n:m) and the bits of a pruned matrix (``pruning``).
 
 Imports run one way, module level only: checks <- codebooks <- state <- blockwise, accounting, bitsandbytes_layout;
 checks <- packing; layers (which modules are linear) <- outliers; linear imports accounting, blockwise, layers,
@@ -21,6 +22,7 @@ from mini_llm.quant.layers import linear_weight
 from mini_llm.quant.linear import QuantizedLinear, count_quantized, model_bits, quantize_model, weight_error
 from mini_llm.quant.outliers import input_magnitudes, top_dims
 from mini_llm.quant.packing import pack_codes, unpack_codes
+from mini_llm.quant.pruning import magnitude_mask, pruned_bits, semi_structured_mask, wanda_mask
 from mini_llm.quant.state import QuantState, load_quantized, save_quantized
 
 __all__ = [
@@ -37,14 +39,18 @@ __all__ = [
     "input_magnitudes",
     "linear_weight",
     "load_quantized",
+    "magnitude_mask",
     "model_bits",
     "pack_codes",
+    "pruned_bits",
     "quantize",
     "quantize_model",
     "save_quantized",
+    "semi_structured_mask",
     "tensor_bits",
     "to_bitsandbytes",
     "top_dims",
     "unpack_codes",
+    "wanda_mask",
     "weight_error",
 ]

@@ -4,6 +4,7 @@ Holds the optimisers, schedules, batch sources, the ``Trainer`` (any model with 
 (``train.checkpoint``: training checkpoints and GPT weights files, read and written with checks). Every reader of a
 checkpoint or weights file goes through ``train.checkpoint``. ``train.rundir`` is the run-directory convention of
 every command that writes a run (cache root, format-tagged JSON records written atomically, staged overwrite);
+``train.distill`` is the knowledge-distillation loss;
 ``train.distributed`` joins torchrun's process group and splits each batch among the data-parallel ranks.
 May import: helpers, atomic, jsonfiles, nn. Never tasks, evaluation, scaling or cli.
 """
@@ -20,6 +21,7 @@ from mini_llm.train.checkpoint import (
     save_weights,
 )
 from mini_llm.train.clipping import clip_grad_norm
+from mini_llm.train.distill import Distillation, distillation_loss
 from mini_llm.train.optim import SGD, Adam
 from mini_llm.train.schedule import WarmupCosineSchedule, lr_at
 from mini_llm.train.seq2seq import PairBatches, pad_sequences, seq2seq_loss
@@ -30,6 +32,7 @@ __all__ = [
     "Adam",
     "BatchFn",
     "Checkpoint",
+    "Distillation",
     "PairBatches",
     "TokenBatches",
     "Trainer",
@@ -37,6 +40,7 @@ __all__ = [
     "WarmupCosineSchedule",
     "check_finite",
     "clip_grad_norm",
+    "distillation_loss",
     "distributed",
     "load_model_weights",
     "load_weights",
