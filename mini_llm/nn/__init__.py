@@ -1,5 +1,5 @@
 """Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function;
-a KV cache kept as int8/int4 codes (``kv_cache``).
+a KV cache kept as int8/int4 codes (``kv_cache``); rotary embeddings and ALiBi (``positions``, GPTConfig.position).
 
 May import: helpers (and torch). Never data, train, generation, tasks, evaluation, scaling or cli.
 """

@@ -16,10 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mini_llm.helpers import check_number
+from mini_llm.helpers import check_choice, check_number
 from mini_llm.nn.attention import KVCache, attention, merge_heads, split_heads
 from mini_llm.nn.kv_cache import QuantizedKV, cache_length
 from mini_llm.nn.layers import MLP, check_config, check_size, init_weights
+from mini_llm.nn.positions import alibi_bias, alibi_slopes, apply_rotary, rope_cos_sin, rope_frequencies
+
+POSITIONS = ("learned", "rope", "alibi")  # a learned table added to the input, rotary embeddings, or ALiBi biases
 
 LayerKV = tuple[torch.Tensor, torch.Tensor] | QuantizedKV  # one layer's cache (keys, values), each (B, H, S, D)
 LayerOutput = tuple[torch.Tensor, LayerKV | None, torch.Tensor | None]  # (B, T, C), new cache, weights (B, H, T, S)
@@ -41,10 +44,16 @@ class GPTConfig:
     layer_norm_epsilon: float = 1e-5  # ε added to the variance in every LayerNorm
     tie_weights: bool = True  # the LM head shares its weight with the token embedding wte (as in GPT-2)
     attn_impl: str = "sdpa"  # "sdpa" (torch's fused kernel) or "math" (the explicit formula)
+    position: str = "learned"  # "learned" (GPT-2's table wpe), "rope" or "alibi" (nn.positions; no table)
+    rope_base: float = 10000.0  # RoPE's base: theta_i = base^(-2i/D)
+    rope_scaling: str | None = None  # at inference past the trained length: None, "linear" or "ntk"
+    rope_factor: float = 1.0  # how many times the trained length the scaling stretches to
 
     def __post_init__(self) -> None:
         sizes = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         check_config(self, sizes, "n_embd", "n_head", ("dropout",), "activation", flags=("bias", "tie_weights"))
+        check_choice("position", self.position, POSITIONS)
+        rope_frequencies(self.n_embd // self.n_head, self.rope_base, self.rope_scaling, self.rope_factor)
         if self.n_inner is not None:
             check_size("n_inner", self.n_inner, "None or ")
         check_number("layer_norm_epsilon", self.layer_norm_epsilon, 0.0, math.inf, low_open=True, high_open=True,
@@ -58,7 +67,8 @@ class GPTConfig:
         block = 2 * (C + b * C) + (3 * C * C + b * 3 * C) + (C * C + b * C) + (C * hidden + b * hidden)
         block += hidden * C + b * C
         head = 0 if self.tie_weights else V * C
-        return V * C + T * C + self.n_layer * block + (C + b * C) + head
+        table = T * C if self.position == "learned" else 0
+        return V * C + table + self.n_layer * block + (C + b * C) + head
 
 
 @dataclass
@@ -78,20 +88,31 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
+        self.config = config  # read at every call: the RoPE scaling may be changed for inference
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # W^Q, W^K, W^V stacked
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # output projection W^O
         self.resid_dropout = nn.Dropout(config.dropout)
+        if config.position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(config.n_head), persistent=False)  # (H,)
 
     def forward(
-        self, x: torch.Tensor, past_kv: LayerKV | None = None, use_cache: bool = False, need_weights: bool = False
+        self, x: torch.Tensor, past_kv: LayerKV | None = None, use_cache: bool = False, need_weights: bool = False,
+        pos: torch.Tensor | None = None,
     ) -> LayerOutput:
-        """x (B, T, C) -> (output (B, T, C), new (k, v) cache or None, weights (B, H, T, S) or None)."""
+        """x (B, T, C) at positions pos (T,) -> (output (B, T, C), new (k, v) cache or None, weights or None)."""
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q = split_heads(q, self.n_head)  # (B, H, T, D)
         k = split_heads(k, self.n_head)  # (B, H, T, D)
         v = split_heads(v, self.n_head)  # (B, H, T, D)
+        cfg = self.config
+        if pos is None:
+            pos = torch.arange(x.size(1), device=x.device)  # (T,): no cache before these tokens
+        if cfg.position == "rope":  # keys are cached rotated
+            theta = rope_frequencies(q.size(-1), cfg.rope_base, cfg.rope_scaling, cfg.rope_factor)  # (D/2,)
+            cos, sin = rope_cos_sin(pos, theta)  # (T, D) each
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, T, D)
         if isinstance(past_kv, QuantizedKV):  # stored as k-bit codes; appended in place
             k, v = past_kv.append(k, v)  # (B, H, S, D) each, dequantized
             present = past_kv if use_cache else None
@@ -101,8 +122,11 @@ class CausalSelfAttention(nn.Module):
                 v = torch.cat([past_kv[1], v], dim=2)  # (B, H, S, D)
             present = (k, v) if use_cache else None
         dropout_p = self.dropout if self.training else 0.0
+        bias = None
+        if cfg.position == "alibi":
+            bias = alibi_bias(self.alibi_slopes, pos, torch.arange(k.size(2), device=x.device))  # (H, T, S)
         y, weights = attention(
-            q, k, v, is_causal=True, dropout_p=dropout_p, impl=self.attn_impl, need_weights=need_weights
+            q, k, v, mask=bias, is_causal=True, dropout_p=dropout_p, impl=self.attn_impl, need_weights=need_weights
         )  # (B, H, T, D), (B, H, T, S) or None
         y = self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
         return y, present, weights
@@ -120,10 +144,11 @@ class Block(nn.Module):
         self.mlp = MLP(config.n_embd, n_inner, config.activation, config.bias, config.dropout)
 
     def forward(
-        self, x: torch.Tensor, past_kv: LayerKV | None = None, use_cache: bool = False, need_weights: bool = False
+        self, x: torch.Tensor, past_kv: LayerKV | None = None, use_cache: bool = False, need_weights: bool = False,
+        pos: torch.Tensor | None = None,
     ) -> LayerOutput:
-        """x (B, T, C) -> (x (B, T, C), new (k, v) cache or None, weights (B, H, T, S) or None)."""
-        a, present, weights = self.attn(self.ln_1(x), past_kv, use_cache, need_weights)  # (B, T, C)
+        """x (B, T, C) at positions pos (T,) -> (x (B, T, C), new (k, v) cache or None, weights or None)."""
+        a, present, weights = self.attn(self.ln_1(x), past_kv, use_cache, need_weights, pos)  # (B, T, C)
         x = x + a  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x, present, weights
@@ -135,10 +160,11 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        table = {"wpe": nn.Embedding(config.block_size, config.n_embd)} if config.position == "learned" else {}
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+                **table,  # learned position embedding (GPT-2); none with RoPE or ALiBi
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
@@ -155,7 +181,8 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = True) -> int:
         """Number of parameters; non_embedding=True leaves out the position table (wte counts as the LM head)."""
         n = sum(p.numel() for p in self.parameters())  # shared tensors are counted once
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        table = self.transformer.wpe.weight.numel() if "wpe" in self.transformer else 0
+        return n - table if non_embedding else n
 
     def forward(
         self,
@@ -180,18 +207,21 @@ class GPT(nn.Module):
             )
         B, T = idx.shape
         past_len = cache_length(past_key_values[0]) if past_key_values is not None else 0
-        if past_len + T > self.config.block_size:
+        if self.config.position == "learned" and past_len + T > self.config.block_size:
             raise ValueError(
                 f"sequence length {past_len + T} (cached {past_len} + new {T}) exceeds block_size "
                 f"{self.config.block_size}"
             )
         pos = torch.arange(past_len, past_len + T, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.position == "learned":
+            x = x + self.transformer.wpe(pos)  # (B, T, C); RoPE and ALiBi act inside attention instead
+        x = self.transformer.drop(x)
         presents: KVCache | None = [] if use_cache else None
         attentions: list[torch.Tensor] | None = [] if return_attention else None
         for i, block in enumerate(self.transformer.h):
             past_kv = past_key_values[i] if past_key_values is not None else None
-            x, present, weights = block(x, past_kv, use_cache, return_attention)  # (B, T, C)
+            x, present, weights = block(x, past_kv, use_cache, return_attention, pos)  # (B, T, C)
             if presents is not None:
                 presents.append(present)
             if attentions is not None:
