@@ -1,4 +1,5 @@
-"""Torch models: GPT (decoder-only), a BERT encoder and an encoder-decoder Transformer, on one attention function;
+"""Torch models: GPT (decoder-only), Llama (RMSNorm, RoPE, grouped-query attention, SwiGLU), a BERT encoder and an
+encoder-decoder Transformer, on one attention function;
 a KV cache kept as int8/int4 codes (``kv_cache``); rotary embeddings and ALiBi (``positions``, GPTConfig.position).
 
 May import: helpers (and torch). Never data, train, generation, tasks, evaluation, scaling or cli.
@@ -16,6 +17,7 @@ from mini_llm.nn.bert import (
 from mini_llm.nn.gpt import GPT, GPTConfig, GPTOutput
 from mini_llm.nn.kv_cache import QuantizedKV, quantized_cache
 from mini_llm.nn.layers import MLP, EncoderLayer, sinusoidal_positions
+from mini_llm.nn.llama import Llama, LlamaConfig
 from mini_llm.nn.seq2seq import EncoderOutput, Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "EncoderLayer",
     "EncoderOutput",
     "GPT",
+    "Llama",
+    "LlamaConfig",
     "GPTConfig",
     "GPTOutput",
     "MLP",
