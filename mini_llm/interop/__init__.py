@@ -1,8 +1,9 @@
-"""Interoperability with Hugging Face transformers: convert GPT-2 and BERT weights, load all-MiniLM-L6-v2.
+"""Interoperability: convert GPT-2 and BERT weights of Hugging Face transformers, load all-MiniLM-L6-v2, and read
+GGUF files of Llama-family models (``gguf``: SmolLM2-135M, its tokenizer and chat template).
 
-transformers is imported only inside the functions that need it; loading MiniLM needs only safetensors and
-tokenizers. Nothing here downloads: models come from memory or from local files.
-May import: helpers, nn. Never train, tasks, evaluation, scaling or cli.
+transformers and gguf are imported only inside the functions that need them; loading MiniLM needs only safetensors
+and tokenizers. Nothing here downloads: models come from memory, local files or installed packages.
+May import: helpers, nn, quant (GGUF's block formats). Never train, tasks, evaluation, scaling or cli.
 """
 
 from mini_llm.interop.bert import BERT_NAME_MAP, bert_config_from_hf, bert_from_hf, bert_state_from_hf

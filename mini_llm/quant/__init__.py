@@ -2,12 +2,15 @@
 
 codebooks (int, float ExMy, dynamic, quantile, NormalFloat) -> blockwise absmax quantize/dequantize with a
 QuantState that round-trips through safetensors -> dense k-bit packing (bitsandbytes' 4-bit layout) ->
-outlier-dependent quantization -> bit accounting -> QuantizedLinear and quantize_model. Beside them, pruning
-masks (magnitude, Wanda, n:m) and the bits of a pruned matrix (``pruning``).
+outlier-dependent quantization -> bit accounting -> QuantizedLinear and quantize_model. After the paper: calibrated
+quantization into the same formats, GPTQ (``gptq``) and AWQ (``awq``); llama.cpp's GGUF block formats Q4_0, Q4_1,
+Q8_0 and the k-quants Q2_K..Q6_K, byte for byte (``gguf_formats``, ``kquants``). Beside them, pruning masks
+(magnitude, Wanda, n:m) and the bits of a pruned matrix (``pruning``).
 
 Imports run one way, module level only: checks <- codebooks <- state <- blockwise, accounting, bitsandbytes_layout;
 checks <- packing; layers (which modules are linear) <- outliers; linear imports accounting, blockwise, layers,
-outliers and state, and nothing imports linear but this package. The arithmetic runs through the kernel registry
+outliers and state, and nothing imports linear but this package; blockwise, packing, state <- gptq <- awq;
+kquants <- gguf_formats. The arithmetic runs through the kernel registry
 (mini_llm.kernels.quantize / dequantize / gemv: Numba on the CPU, Triton on CUDA, pure torch elsewhere); quant
 imports no backend module.
 
@@ -15,9 +18,12 @@ May import: helpers, atomic, jsonfiles, kernels (and torch). Never train, tasks,
 """
 
 from mini_llm.quant.accounting import bits_per_param, tensor_bits
+from mini_llm.quant.awq import awq_quantize, awq_scales, awq_search, fold_scales
 from mini_llm.quant.bitsandbytes_layout import from_bitsandbytes, to_bitsandbytes
 from mini_llm.quant.blockwise import dequantize, dequantize_reference, quantize
 from mini_llm.quant.codebooks import CODEBOOKS, Codebook, codebook
+from mini_llm.quant.gguf_formats import GGUF_TYPES, gguf_bits_per_weight, gguf_dequantize, gguf_quantize
+from mini_llm.quant.gptq import gptq_quantize, gptq_weight, quantize_with_scales
 from mini_llm.quant.layers import linear_weight
 from mini_llm.quant.linear import QuantizedLinear, count_quantized, model_bits, quantize_model, weight_error
 from mini_llm.quant.outliers import input_magnitudes, top_dims
@@ -28,14 +34,24 @@ from mini_llm.quant.state import QuantState, load_quantized, save_quantized
 __all__ = [
     "CODEBOOKS",
     "Codebook",
+    "GGUF_TYPES",
     "QuantState",
     "QuantizedLinear",
+    "awq_quantize",
+    "awq_scales",
+    "awq_search",
     "bits_per_param",
     "codebook",
     "count_quantized",
     "dequantize",
     "dequantize_reference",
+    "fold_scales",
     "from_bitsandbytes",
+    "gguf_bits_per_weight",
+    "gguf_dequantize",
+    "gguf_quantize",
+    "gptq_quantize",
+    "gptq_weight",
     "input_magnitudes",
     "linear_weight",
     "load_quantized",
@@ -45,6 +61,7 @@ __all__ = [
     "pruned_bits",
     "quantize",
     "quantize_model",
+    "quantize_with_scales",
     "save_quantized",
     "semi_structured_mask",
     "tensor_bits",
