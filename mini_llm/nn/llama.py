@@ -23,7 +23,7 @@ from mini_llm.nn.attention import KVCache, attention, check_attn_impl, merge_hea
 from mini_llm.nn.gpt import GPTOutput
 from mini_llm.nn.kv_cache import QuantizedKV, cache_length
 from mini_llm.nn.layers import check_size
-from mini_llm.nn.positions import apply_rotary, rope_cos_sin, rope_frequencies
+from mini_llm.nn.positions import apply_rotary, check_rope, rope_cos_sin, rope_frequencies
 
 
 @dataclass
@@ -53,7 +53,7 @@ class LlamaConfig:
                              f"n_kv_head={self.n_kv_head}")
         check_number("rms_norm_eps", self.rms_norm_eps, 0.0, math.inf, low_open=True, high_open=True,
                      allowed="a finite number > 0")
-        rope_frequencies(self.n_embd // self.n_head, self.rope_base)
+        check_rope(self.n_embd // self.n_head, self.rope_base, None, 1.0)
 
 
 class RMSNorm(nn.Module):

@@ -21,10 +21,8 @@ from mini_llm.helpers import check_choice, check_int, check_number
 ROPE_SCALINGS = ("linear", "ntk")
 
 
-def rope_frequencies(
-    head_dim: int, base: float = 10000.0, scaling: str | None = None, factor: float = 1.0
-) -> torch.Tensor:
-    """theta_i = base^(-2i/D) for i < D/2, (D/2,) float32, with the inference-time scaling applied."""
+def check_rope(head_dim: int, base: float, scaling: str | None, factor: float) -> tuple[int, float, float]:
+    """(head_dim, base, factor) checked (nothing is allocated); ValueError naming the setting otherwise."""
     head_dim = check_int("head_dim", head_dim, 2)
     if head_dim % 2:
         raise ValueError(f"rotary embeddings rotate pairs of dimensions: head_dim must be even, got {head_dim}")
@@ -32,6 +30,14 @@ def rope_frequencies(
     factor = check_number("rope_factor", factor, 1.0, math.inf, high_open=True, allowed="a finite number >= 1")
     if scaling is not None:
         check_choice("rope_scaling", scaling, ROPE_SCALINGS)
+    return head_dim, base, factor
+
+
+def rope_frequencies(
+    head_dim: int, base: float = 10000.0, scaling: str | None = None, factor: float = 1.0
+) -> torch.Tensor:
+    """theta_i = base^(-2i/D) for i < D/2, (D/2,) float32, with the inference-time scaling applied."""
+    head_dim, base, factor = check_rope(head_dim, base, scaling, factor)
     if scaling == "ntk":
         base = base * factor ** (head_dim / (head_dim - 2))
     exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim  # (D/2,)

