@@ -4,13 +4,14 @@ codebooks (int, float ExMy, dynamic, quantile, NormalFloat) -> blockwise absmax 
 QuantState that round-trips through safetensors -> dense k-bit packing (bitsandbytes' 4-bit layout) ->
 outlier-dependent quantization -> bit accounting -> QuantizedLinear and quantize_model. After the paper: calibrated
 quantization into the same formats, GPTQ (``gptq``) and AWQ (``awq``); llama.cpp's GGUF block formats Q4_0, Q4_1,
-Q8_0 and the k-quants Q2_K..Q6_K, byte for byte (``gguf_formats``, ``kquants``). Beside them, pruning masks
+Q8_0 and the k-quants Q2_K..Q6_K, byte for byte (``gguf_formats``, ``kquants``); the OCP microscaling formats MXFP4,
+MXFP6, MXFP8 and NVIDIA's NVFP4 (``microscaling``). Beside them, pruning masks
 (magnitude, Wanda, n:m) and the bits of a pruned matrix (``pruning``).
 
 Imports run one way, module level only: checks <- codebooks <- state <- blockwise, accounting, bitsandbytes_layout;
 checks <- packing; layers (which modules are linear) <- outliers; linear imports accounting, blockwise, layers,
 outliers and state, and nothing imports linear but this package; blockwise, packing, state <- gptq <- awq;
-kquants <- gguf_formats. The arithmetic runs through the kernel registry
+kquants <- gguf_formats; codebooks, packing, state <- microscaling. The arithmetic runs through the kernel registry
 (mini_llm.kernels.quantize / dequantize / gemv: Numba on the CPU, Triton on CUDA, pure torch elsewhere); quant
 imports no backend module.
 
@@ -26,6 +27,8 @@ from mini_llm.quant.gguf_formats import GGUF_TYPES, gguf_bits_per_weight, gguf_d
 from mini_llm.quant.gptq import gptq_quantize, gptq_weight, quantize_with_scales
 from mini_llm.quant.layers import linear_weight
 from mini_llm.quant.linear import QuantizedLinear, count_quantized, model_bits, quantize_model, weight_error
+from mini_llm.quant.microscaling import FORMATS as MX_FORMATS
+from mini_llm.quant.microscaling import MXState, mx_bits, mx_dequantize, mx_quantize, mx_to_kbit
 from mini_llm.quant.outliers import input_magnitudes, top_dims
 from mini_llm.quant.packing import pack_codes, unpack_codes
 from mini_llm.quant.pruning import magnitude_mask, pruned_bits, semi_structured_mask, wanda_mask
@@ -35,6 +38,8 @@ __all__ = [
     "CODEBOOKS",
     "Codebook",
     "GGUF_TYPES",
+    "MXState",
+    "MX_FORMATS",
     "QuantState",
     "QuantizedLinear",
     "awq_quantize",
@@ -57,6 +62,10 @@ __all__ = [
     "load_quantized",
     "magnitude_mask",
     "model_bits",
+    "mx_bits",
+    "mx_dequantize",
+    "mx_quantize",
+    "mx_to_kbit",
     "pack_codes",
     "pruned_bits",
     "quantize",
