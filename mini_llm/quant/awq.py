@@ -37,16 +37,8 @@ def output_error(X: torch.Tensor, W: torch.Tensor, Wq: torch.Tensor) -> float:
     return float(((X.double() @ (W.double() - Wq.double()).T) ** 2).sum())
 
 
-def awq_search(
-    W: torch.Tensor,
-    X: torch.Tensor,
-    bits: int = 4,
-    codebook: str | Codebook = "nf",
-    blocksize: int | None = 64,
-    *,
-    n_grid: int = N_GRID,
-    exponent_bits: int | None = None,
-) -> torch.Tensor:
+def awq_search(W: torch.Tensor, X: torch.Tensor, bits: int = 4, codebook: str | Codebook = "nf",
+               blocksize: int | None = 64, *, n_grid: int = N_GRID, exponent_bits: int | None = None) -> torch.Tensor:
     """AWQ's scales (in,) float32 for W (out, in) on calibration inputs X (..., in), for the format of quantize.
 
     For several layers that read the same input (q, k and v after one LayerNorm), pass their weights concatenated
@@ -55,16 +47,9 @@ def awq_search(
     return awq_search_errors(W, X, bits, codebook, blocksize, n_grid=n_grid, exponent_bits=exponent_bits)[0]
 
 
-def awq_search_errors(
-    W: torch.Tensor,
-    X: torch.Tensor,
-    bits: int = 4,
-    codebook: str | Codebook = "nf",
-    blocksize: int | None = 64,
-    *,
-    n_grid: int = N_GRID,
-    exponent_bits: int | None = None,
-) -> tuple[torch.Tensor, float, list[float]]:
+def awq_search_errors(W: torch.Tensor, X: torch.Tensor, bits: int = 4, codebook: str | Codebook = "nf",
+                      blocksize: int | None = 64, *, n_grid: int = N_GRID, exponent_bits: int | None = None
+                      ) -> tuple[torch.Tensor, float, list[float]]:
     """(best scales (in,), best alpha, output error of every alpha on the grid) of AWQ's search; see awq_search."""
     W = check_matrix(W)
     X = check_calibration(X, W.shape[1], "X").to(W.device)  # (n, in)
@@ -83,16 +68,9 @@ def awq_search_errors(
     return best[2], best[1], errors
 
 
-def awq_quantize(
-    W: torch.Tensor,
-    X: torch.Tensor,
-    bits: int = 4,
-    codebook: str | Codebook = "nf",
-    blocksize: int | None = 64,
-    *,
-    n_grid: int = N_GRID,
-    exponent_bits: int | None = None,
-) -> tuple[torch.Tensor, QuantState, torch.Tensor]:
+def awq_quantize(W: torch.Tensor, X: torch.Tensor, bits: int = 4, codebook: str | Codebook = "nf",
+                 blocksize: int | None = 64, *, n_grid: int = N_GRID, exponent_bits: int | None = None
+                 ) -> tuple[torch.Tensor, QuantState, torch.Tensor]:
     """(packed, state, scales): mini_llm's quantize of W diag(s) with AWQ's scales s; the layer's input must be
     divided by s (fold_scales does it in the previous operation), so x W^T ~ (x / s) dequantize(packed, state)^T."""
     scales = awq_search(W, X, bits, codebook, blocksize, n_grid=n_grid, exponent_bits=exponent_bits)
