@@ -12,6 +12,9 @@ needed only on a GPU machine.
     "cpu"            -> mini_llm.kernels.cpu         (Numba; gemv/matmul backend 'auto', 'simd' or 'portable')
     "cuda"           -> mini_llm.kernels.cuda        (Triton; backend 'auto' or 'triton')
 
+Outside the registry (not yet one of its operations): mini_llm.kernels.kquant_cpu, a Numba GEMV straight from the
+bytes of llama.cpp's Q4_K blocks (``gemv_q4_k``).
+
 May import: helpers (and torch, numpy, Numba, triton). Never quant, nn, train, tasks, scaling or cli.
 """
 
