@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import markdown_table, positive_int, print_machine
+from common import markdown_table, median, positive_int, print_machine, time_call
 
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.train import TokenBatches, Trainer, TrainerConfig, distributed
@@ -65,10 +63,8 @@ def timed(fn, repeats: int, world: distributed.World) -> float:
     seconds = []
     for _ in range(repeats):
         distributed.barrier(world)
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        seconds.append(time_call(fn))
+    return median(seconds)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -127,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         for _ in range(args.rounds):
             for name in VARIANTS:
                 runs[name].append(run_variant(name, args, forwarded, Path(tmp) / "result.json"))
-    med = {name: {key: statistics.median(run[key] for run in results) for key in results[0]}
+    med = {name: {key: median([run[key] for run in results]) for key in results[0]}
            for name, results in runs.items()}
     tokens_per_s = {name: result["batch"] * args.block_size / result["step_s"]
                     for name, result in med.items()}  # the batch of a step, over all processes: B / divisor

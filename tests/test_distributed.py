@@ -24,13 +24,12 @@ from ddp_worker import make_trainer  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORKER = Path(__file__).parent / "ddp_worker.py"
 STEPS = 20
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]  # 2 gloo ranks
 
 
-def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    """Run the worker on nproc gloo ranks with torchrun; fail the test with its output if it fails."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(WORKER), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Run the worker on 2 gloo ranks with torchrun; fail the test with its output if it fails."""
+    done = subprocess.run([*TORCHRUN, str(WORKER), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -159,8 +158,7 @@ def test_bad_timeout(monkeypatch, value):
 def test_cli_train_on_two_ranks_equals_accumulation(tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     command = ["-m", "mini_llm", "train", "--preset", "tiny", "--max-steps", "6", "--no-progress", "--run-dir"]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           *command, str(two)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*TORCHRUN, *command, str(two)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("trained 6 steps") == 1 and "x 2 processes" in done.stdout  # rank 0 alone prints
     done = subprocess.run([sys.executable, *command, str(one), "--grad-accum-steps", "2"], capture_output=True,
@@ -170,8 +168,7 @@ def test_cli_train_on_two_ranks_equals_accumulation(tmp_path):
     assert a.keys() - b.keys() == {"rng.model_cpu@rank1"}  # rank 1's dropout state
     assert all(torch.equal(a[name], b[name]) for name in b), [n for n in b if not torch.equal(a[n], b[n])]
     sharded = tmp_path / "sharded"  # --fsdp: the same run with the parameters sharded
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           *command, str(sharded), "--fsdp"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*TORCHRUN, *command, str(sharded), "--fsdp"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     c = load_file(sharded / "checkpoint.safetensors")
     assert c.keys() == a.keys() and all(torch.equal(a[name], c[name]) for name in b)
@@ -180,8 +177,7 @@ def test_cli_train_on_two_ranks_equals_accumulation(tmp_path):
 def test_zoo_train_on_two_ranks(tmp_path):
     command = ["-m", "mini_llm", "zoo", "train", "--preset-set", "test", "--sizes", "1x16", "--seeds", "0",
                "--no-progress", "--cache-dir"]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           *command, str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*TORCHRUN, *command, str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("zoo trained in") == 1 and "on 2 processes" in done.stdout  # rank 0 alone prints
     done = subprocess.run([sys.executable, *command, str(tmp_path / "one")], capture_output=True, text=True,

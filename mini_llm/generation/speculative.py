@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mini_llm.helpers import check_int, check_number
+from mini_llm.nn.kv_cache import cache_length, truncate_cache
 
 KVPairs = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (B, H, S, D)
 
@@ -65,12 +66,7 @@ def accept_draft(
 
 def _cached(cache: KVPairs | None) -> int:
     """Positions a (keys, values) cache holds; 0 for None."""
-    return 0 if cache is None else cache[0][0].size(2)
-
-
-def _truncate(cache: KVPairs, length: int) -> KVPairs:
-    """The cache cut back to its first ``length`` positions."""
-    return [(k[:, :, :length], v[:, :, :length]) for k, v in cache]
+    return 0 if cache is None else cache_length(cache[0])
 
 
 def _check(target: Any, draft: Any, idx: Any, max_new_tokens: Any, gamma: Any, temperature: Any, greedy: bool) -> None:
@@ -133,9 +129,9 @@ def speculative_generate(
         new = torch.cat([draft_tokens[:n], torch.tensor([following], device=tokens.device)])  # (n + 1,)
         out.tokens = torch.cat([tokens, new[None]], dim=1)  # (1, L + n + 1)
         keep = tokens.size(1) + n  # every token but the one just drawn is in a cache after the next feed
-        caches["target"] = _truncate(result.past_key_values, keep)
+        caches["target"] = truncate_cache(result.past_key_values, keep)
         if caches["draft"] is not None:
-            caches["draft"] = _truncate(caches["draft"], min(keep, _cached(caches["draft"])))
+            caches["draft"] = truncate_cache(caches["draft"], min(keep, _cached(caches["draft"])))
         out.proposed, out.accepted = out.proposed + n_draft, out.accepted + n
         produced += n + 1
     return out

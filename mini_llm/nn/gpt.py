@@ -18,7 +18,7 @@ from torch import nn
 
 from mini_llm.helpers import check_choice, check_number
 from mini_llm.nn.attention import KVCache, attention, merge_heads, split_heads
-from mini_llm.nn.kv_cache import QuantizedKV, cache_length
+from mini_llm.nn.kv_cache import QuantizedKV, cache_length, extend_cache
 from mini_llm.nn.layers import MLP, check_config, check_size, init_weights
 from mini_llm.nn.positions import (
     alibi_bias,
@@ -121,14 +121,7 @@ class CausalSelfAttention(nn.Module):
             theta = rope_frequencies(q.size(-1), cfg.rope_base, cfg.rope_scaling, cfg.rope_factor)  # (D/2,)
             cos, sin = rope_cos_sin(pos, theta)  # (T, D) each
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, T, D)
-        if isinstance(past_kv, QuantizedKV):  # stored as k-bit codes; appended in place
-            k, v = past_kv.append(k, v)  # (B, H, S, D) each, dequantized
-            present = past_kv if use_cache else None
-        else:
-            if past_kv is not None:
-                k = torch.cat([past_kv[0], k], dim=2)  # (B, H, S, D), S = S_past + T
-                v = torch.cat([past_kv[1], v], dim=2)  # (B, H, S, D)
-            present = (k, v) if use_cache else None
+        k, v, present = extend_cache(past_kv, k, v, use_cache)  # (B, H, S, D) each, S = S_past + T
         dropout_p = self.dropout if self.training else 0.0
         bias = None
         if cfg.position == "alibi":

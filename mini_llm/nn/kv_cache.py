@@ -91,3 +91,24 @@ def quantized_cache(n_layer: int, bits: int = 8) -> list[QuantizedKV]:
 def cache_length(layer_cache: QuantizedKV | tuple[torch.Tensor, torch.Tensor]) -> int:
     """Positions held by one layer's cache, quantized or a (keys, values) pair of (B, H, S, D) tensors."""
     return len(layer_cache) if isinstance(layer_cache, QuantizedKV) else layer_cache[0].size(2)
+
+
+def extend_cache(
+    past_kv: QuantizedKV | tuple[torch.Tensor, torch.Tensor] | None, k: torch.Tensor, v: torch.Tensor, use_cache: bool
+) -> tuple[torch.Tensor, torch.Tensor, QuantizedKV | tuple[torch.Tensor, torch.Tensor] | None]:
+    """(keys, values) of the cached positions then the new ones, each (B, H, S, D), and the cache to hand back.
+
+    A QuantizedKV grows in place (and is handed back); a (keys, values) pair is concatenated into a new one. Without
+    use_cache the cache handed back is None.
+    """
+    if isinstance(past_kv, QuantizedKV):
+        k, v = past_kv.append(k, v)  # dequantized
+        return k, v, past_kv if use_cache else None
+    if past_kv is not None:
+        k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)  # S = S_past + T
+    return k, v, (k, v) if use_cache else None
+
+
+def truncate_cache(cache: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> list | None:
+    """The per-layer (keys, values) cache cut back to its first ``length`` positions; None for 0."""
+    return [(k[:, :, :length], v[:, :, :length]) for k, v in cache] if length else None

@@ -21,7 +21,7 @@ from torch import nn
 from mini_llm.helpers import check_number
 from mini_llm.nn.attention import KVCache, attention, check_attn_impl, merge_heads, split_heads
 from mini_llm.nn.gpt import GPTOutput
-from mini_llm.nn.kv_cache import QuantizedKV, cache_length
+from mini_llm.nn.kv_cache import cache_length, extend_cache
 from mini_llm.nn.layers import check_size
 from mini_llm.nn.positions import apply_rotary, check_rope, rope_cos_sin, rope_frequencies
 
@@ -91,13 +91,7 @@ class LlamaAttention(nn.Module):
         v = split_heads(self.v_proj(x), cfg.n_kv_head)  # (B, H_kv, T, D)
         cos, sin = rope_cos_sin(pos, self.theta)  # (T, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if isinstance(past_kv, QuantizedKV):
-            k, v = past_kv.append(k, v)  # (B, H_kv, S, D)
-            present = past_kv if use_cache else None
-        else:
-            if past_kv is not None:
-                k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)  # (B, H_kv, S, D)
-            present = (k, v) if use_cache else None
+        k, v, present = extend_cache(past_kv, k, v, use_cache)  # (B, H_kv, S, D) each
         groups = cfg.n_head // cfg.n_kv_head
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, S, D)
         y, _ = attention(q, k, v, is_causal=True, impl=cfg.attn_impl)  # (B, H, T, D)

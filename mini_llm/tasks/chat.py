@@ -15,6 +15,7 @@ import torch
 
 from mini_llm.generation import sample_next_token
 from mini_llm.helpers import check_int
+from mini_llm.nn.kv_cache import truncate_cache
 
 Render = Callable[[list[dict[str, str]]], str]  # messages -> the prompt text, ending with the assistant's header
 
@@ -55,7 +56,7 @@ class Chat:
         while keep < min(len(ids) - 1, len(self.tokens)) and ids[keep] == self.tokens[keep]:
             keep += 1
         if self.cache is not None and keep < len(self.tokens):
-            self.cache = [(k[:, :, :keep], v[:, :, :keep]) for k, v in self.cache] if keep else None
+            self.cache = truncate_cache(self.cache, keep)
         limit = self.model.config.block_size
         if len(ids) + self.settings.max_new_tokens > limit:
             raise ValueError(f"the conversation ({len(ids)} tokens) plus a reply of up to "
