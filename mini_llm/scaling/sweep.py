@@ -69,6 +69,7 @@ class QuantConfig:
     blocksize: int | None  # values per absmax; None = the whole tensor
     outliers: bool = False  # keep the largest input dimensions of each layer in float16
     embedding: str = "quantized"  # "quantized" or "16bit"
+    centered: bool = False  # subtract each block's midrange first (affine blocks); not an axis of the zoo sweep
 
     @property
     def is_baseline(self) -> bool:
@@ -142,6 +143,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return {"loss": loss, "perplexity": math.exp(loss), "accuracy": correct / y.numel()}
 
 
+def token_embedding(model: nn.Module) -> nn.Embedding:
+    """The input token embedding of a GPT (transformer.wte) or a Llama (model.embed_tokens)."""
+    return model.transformer.wte if isinstance(model, GPT) else model.model.embed_tokens
+
+
 def to_16bit(model: GPT) -> GPT:
     """A copy of model whose parameters are rounded to float16 (and kept as float32 for computation)."""
     copied = copy.deepcopy(model)
@@ -163,24 +169,25 @@ def quantized_copy(
     if embedding and not model16.config.tie_weights:
         raise ValueError("embedding='quantized' needs tied embeddings (GPTConfig.tie_weights=True)")
     quantize_model(
-        quantized, config.bits, config.codebook, config.blocksize,
+        quantized, config.bits, config.codebook, config.blocksize, centered=config.centered,
         outlier_fraction=outlier_fraction if config.outliers else 0.0,
         calibration=list(calibration) if config.outliers else None,
         forward=lambda m, batch: m(batch), skip=() if embedding else ("lm_head",),
     )
     if embedding:  # the embedding lookup reads the same stored matrix as the (quantized) LM head
         weight = quantized.lm_head.dequantized_weight()  # (V, C)
-        quantized.transformer.wte.weight = nn.Parameter(weight, requires_grad=False)
+        token_embedding(quantized).weight = nn.Parameter(weight, requires_grad=False)
     return quantized
 
 
 def bit_breakdown(model: GPT) -> dict[str, int]:
-    """Stored bits of a (quantized) GPT: linear layers of the blocks, tied embedding / LM head, everything else.
+    """Stored bits of a (quantized) GPT or Llama: linear layers of the blocks, embedding / LM head, everything else.
 
     QuantizedLinear layers count their ``stored_bits()`` (codes, scales, tables, outlier columns); every other
     parameter and every bias counts PARAM_BITS per value; the tied matrix is counted once.
     """
     parts = {"linear": 0, "embedding": 0, "other": 0}
+    wte = token_embedding(model)
     skip: set[int] = set()
     for name, module in model.named_modules():
         if isinstance(module, QuantizedLinear):
@@ -189,9 +196,9 @@ def bit_breakdown(model: GPT) -> dict[str, int]:
             if module.bias is not None:
                 parts["other"] += PARAM_BITS * module.bias.numel()
             if part == "embedding":
-                skip.add(id(model.transformer.wte.weight))  # the dequantized copy used for the lookup
+                skip.add(id(wte.weight))  # the dequantized copy used for the lookup
     linear_weights = {id(m.weight) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"}
-    embedding = {id(model.transformer.wte.weight), id(getattr(model.lm_head, "weight", None))}
+    embedding = {id(wte.weight), id(getattr(model.lm_head, "weight", None))}
     for param in model.parameters():  # shared tensors appear once
         if id(param) in skip:
             continue
@@ -214,7 +221,7 @@ def _key(checkpoint: ZooCheckpoint, config: QuantConfig, outlier_fraction: float
     )
 
 
-def _drop_partial_line(path: Path) -> None:
+def drop_partial_line(path: Path) -> None:
     """Cut a last line that a crash left without its newline (its run is redone)."""
     if not path.is_file() or path.stat().st_size == 0:
         return
@@ -278,7 +285,7 @@ def plan_runs(
     """
     _check_options(eval_windows, outlier_fraction)
     done = _done_keys(path)
-    _drop_partial_line(path)
+    drop_partial_line(path)
     configs = grid.configs()
     todo = []
     for checkpoint in checkpoints:
@@ -293,11 +300,11 @@ def plan_runs(
 
 
 @contextmanager
-def row_appender(path: Path) -> Iterator[Callable[[dict[str, object]], None]]:
-    """A function that appends one row to the sweep CSV ``path`` and flushes it (header first in a new file)."""
+def row_appender(path: Path, columns: Sequence[str] = COLUMNS) -> Iterator[Callable[[dict[str, object]], None]]:
+    """A function that appends one row to the CSV ``path`` and flushes it (header first in a new file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer = csv.DictWriter(file, fieldnames=columns)
         if file.tell() == 0:
             writer.writeheader()
 
