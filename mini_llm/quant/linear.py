@@ -2,8 +2,8 @@
 model-level measures of a quantized model (model_bits, count_quantized, weight_error).
 
 Works on every nn.Linear and on transformers' GPT-2 Conv1D (the same map with the weight stored transposed).
-The forward pass picks, per call: the fused k-bit GEMV for up to SMALL_BATCH rows of input (Numba on the CPU,
-Triton on CUDA), dequantize-then-matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path
+The forward pass picks, per call: the fused k-bit GEMV for up to SMALL_BATCH[device] rows of input (Numba on the
+CPU, Triton on CUDA), dequantize-then-matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path
 for backend='reference', for other devices, and where gradients are needed.
 """
 
@@ -25,7 +25,10 @@ from mini_llm.quant.layers import linear_weight
 from mini_llm.quant.outliers import input_magnitudes, top_dims
 from mini_llm.quant.state import QuantState
 
-SMALL_BATCH = 8  # up to this many input rows use the fused k-bit GEMV; more rows dequantize once and matmul
+# Up to this many input rows use the fused k-bit kernel; more rows dequantize the layer once and matmul. On the CPU
+# the kernel decodes each weight row once and reuses it from L1 for every input row: faster than dequantize + matmul
+# up to 128-256 rows (SmolLM2's layers, 2 threads, benchmarks/bench_llm_decode.py's prefill of 16 and 128 tokens).
+SMALL_BATCH = {"cpu": 128, "cuda": 8}
 LINEAR_BACKENDS = ("auto", "simd", "portable", "reference")
 OUTLIER_BITS = 16  # outlier columns are stored in float16
 INDEX_BITS = 32  # each outlier dimension's index costs one int32
@@ -153,7 +156,7 @@ class QuantizedLinear(nn.Module):
         xq = x2 if self.outlier_dims is None else x2.index_fill(1, self.outlier_dims, 0.0)  # (M, K)
         on_gpu = x.device.type == "cuda"
         fast = self.backend != "reference" and (on_gpu or x.device.type == "cpu") and not torch.is_grad_enabled()
-        if fast and xq.shape[0] <= SMALL_BATCH:
+        if fast and xq.shape[0] <= SMALL_BATCH[x.device.type]:
             backend = "auto" if on_gpu else self.backend  # simd / portable name CPU kernels
             y = kernels.gemv(self.packed, self.state, xq.contiguous(), backend=backend)  # (M, N)
         elif fast:
