@@ -138,3 +138,29 @@ def test_ddp_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     cells = table_lines(out)
     assert cells[0] == list(bench.COLUMNS) and "machine: " in out and "model: step(2)" in out
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 1 + len(bench.VARIANTS)
+
+
+def test_llm_decode_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    bench = load("bench_llm_decode", monkeypatch)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--engines", "mini_llm:fp64"])
+    assert "--engines must be among" in capsys.readouterr().err
+    # Each engine in this process instead of a child (the child runs the same measure()).
+    monkeypatch.setattr(bench, "run_engine", lambda name, args: bench.measure(name, args.repeats, args.new_tokens))
+    threads = torch.get_num_threads()
+    try:
+        bench.main(["--engines", "mini_llm:nf4,transformers:fp32", "--repeats", "1", "--new-tokens", "2",
+                    "--csv", str(tmp_path / "t.csv")])
+    finally:
+        torch.set_num_threads(threads)
+    cells = table_lines(capsys.readouterr().out)
+    assert cells[0] == list(bench.COLUMNS) and [row[:2] for row in cells[2:]] == [["mini_llm", "nf4"],
+                                                                                ["transformers", "fp32"]]
+    nf4, hf = cells[2], cells[3]
+    column = bench.COLUMNS.index
+    assert float(hf[column("decode / transformers fp32")]) == 1.0 and nf4[column("decode / llama.cpp")] == ""
+    assert float(nf4[column("kernel ms/token")]) > 0 and hf[column("kernel ms/token")] == ""
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0].startswith("# python benchmarks/bench_llm_decode.py") and len(lines) == 4
