@@ -146,3 +146,25 @@ def test_run_faq_compress_on_the_test_zoo(tmp_path):
     with written["distillation"].open() as file:
         methods = [row["method"] for row in csv.DictReader(file)]
     assert methods == ["zoo", "scratch", "distilled", "scratch-bf16-autocast"]
+
+
+def test_prefill_decode_row_counts_the_kv_cache_by_formula():
+    model = GPT(GPTConfig(vocab_size=12, block_size=64, n_layer=2, n_head=2, n_embd=8)).eval()
+    cached = decode_speed.prefill_decode_row(model, 3, 10, 4, use_cache=True, repeats=1)
+    uncached = decode_speed.prefill_decode_row(model, 3, 10, 4, use_cache=False, repeats=1)
+    predicted = decode_speed.predicted_kv_cache_bytes(model.config, 3, 10)
+    assert cached["kv_cache_bytes"] == predicted == 2 * 2 * 3 * 10 * 8 * 4  # k and v, layers, batch, length, width
+    assert cached["decode_ms_per_token"] > 0 and uncached["decode_ms_per_token"] > 0
+    assert decode_speed.memory_bandwidth(megabytes=8, repeats=1) > 0
+
+
+def test_decode_without_the_cache_gives_the_cached_tokens():
+    model = tiny_gpt()
+    prompt = torch.randint(0, 12, (2, 5))
+    with torch.no_grad():
+        out = model(prompt)
+        tokens = prompt
+        for _ in range(4):  # the uncached loop by hand, against generate with the cache
+            tokens = torch.cat([tokens, out.logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            out = model(tokens)
+    assert torch.equal(decode_speed.greedy_outputs(model, [prompt], 4)[0], tokens)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from mini_llm import __version__
-from mini_llm.cli import char_gpt, chat, classify, scaling
+from mini_llm.cli import char_gpt, chat, classify, faq, scaling
 from mini_llm.cli.guard import EXIT_USAGE, Invocation, guard
 from mini_llm.cli.parser import PROG, Parser
 
@@ -22,6 +22,7 @@ def build_parser() -> Parser:
     scaling.add_commands(commands)
     classify.add_commands(commands)
     chat.add_commands(commands)
+    faq.add_commands(commands)
     return parser
 
 

@@ -113,3 +113,49 @@ def sparse_matmul_rows(
             torch.testing.assert_close(sparse, dense, rtol=1e-4, atol=1e-3)
             yield {"n": n, "sparsity": sparsity, "columns": width, "dense_ms": dense_s * 1e3, "csr_ms": csr_s * 1e3,
                    "csr_over_dense": csr_s / dense_s}
+
+
+def kv_cache_bytes(past_key_values: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Bytes of a float KV cache: every layer's keys and values."""
+    return sum(t.numel() * t.element_size() for pair in past_key_values for t in pair)
+
+
+def predicted_kv_cache_bytes(config: object, batch: int, length: int, bytes_per_element: int = 4) -> int:
+    """2 (keys and values) x layers x batch x length x width x bytes per element."""
+    return 2 * config.n_layer * batch * length * config.n_embd * bytes_per_element
+
+
+def _decode_seconds(model: nn.Module, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
+    """Seconds of new_tokens greedy steps after the prompt (B, T): with the KV cache one token per forward, without
+    it the whole sequence again."""
+    out = model(prompt, use_cache=use_cache)
+    past, tokens = out.past_key_values, prompt  # tokens: (B, T + i)
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        following = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
+        tokens = torch.cat([tokens, following], dim=1)
+        out = model(following, past_key_values=past, use_cache=True) if use_cache else model(tokens)
+        past = out.past_key_values
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def prefill_decode_row(
+    model: nn.Module, batch: int, prompt_length: int, new_tokens: int, use_cache: bool = True, repeats: int = 3,
+) -> dict[str, object]:
+    """Time to first token (one forward of a random prompt) and time per decoded token, best of ``repeats``."""
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_length), generator=generator)  # (B, T)
+    with helpers.eval_mode(model):
+        prefill, out = _best_time(lambda: model(prompt, use_cache=True), repeats)
+        decode = min(_decode_seconds(model, prompt, new_tokens, use_cache) for _ in range(repeats)) / new_tokens
+    return {"batch": batch, "prompt_length": prompt_length, "use_cache": use_cache, "prefill_ms": prefill * 1e3,
+            "decode_ms_per_token": decode * 1e3, "tokens_per_second": batch / decode,
+            "kv_cache_bytes": kv_cache_bytes(out.past_key_values)}
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second that summing a large float32 tensor reads (a simple measure of memory bandwidth)."""
+    x = torch.ones(megabytes * 2**20 // 4)
+    seconds, _ = _best_time(lambda: x.sum(), repeats)
+    return x.numel() * 4 / seconds

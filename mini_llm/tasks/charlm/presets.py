@@ -8,7 +8,7 @@ from typing import Any
 from mini_llm.nn import GPTConfig
 from mini_llm.train import TrainerConfig
 
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")  # the preset's fields that GPTConfig takes
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "position")  # the fields GPTConfig takes
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class CharGPTPreset:
     block_size: int  # context length T in characters
     trainer: TrainerConfig  # optimisation settings (max_steps, batch size, learning rate, ...)
     dropout: float = 0.0  # dropout probability inside the model
+    position: str = "learned"  # position information: "learned" (GPT-2's table), "rope" or "alibi" (GPTConfig)
     name: str | None = None  # recorded in config.json for a preset passed as an object (None: "custom")
 
     def gpt_config(self, vocab_size: int) -> GPTConfig:
