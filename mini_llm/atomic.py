@@ -9,9 +9,10 @@ Every floor of mini_llm may import this module; it imports nothing of mini_llm.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 text to ``path`` atomically."""
     with atomic_path(path) as partial:
         partial.write_text(text, encoding="utf-8")
+
+
+def write_csv_atomic(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+    """Write rows under a header of ``columns`` to the CSV ``path`` atomically (its folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial, partial.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _raw_bytes(tensor: torch.Tensor | np.ndarray) -> tuple[str, tuple[int, ...], bytes]:

@@ -6,15 +6,13 @@ faq_decode.csv and faq_sparse_matmul.csv. Each is written whole and atomically o
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 from mini_llm import helpers
-from mini_llm.atomic import write_text_atomic
+from mini_llm.atomic import write_csv_atomic
 from mini_llm.data import prepare_data
 from mini_llm.scaling import sweep
 from mini_llm.scaling.compression import (
@@ -36,11 +34,7 @@ def write_rows(path: Path, rows: Iterable[dict[str, object]]) -> list[dict[str, 
     rows = list(rows)
     if not rows:
         raise ValueError(f"no rows to write to {path}")
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    write_text_atomic(path, text.getvalue())
+    write_csv_atomic(path, list(rows[0]), rows)
     return rows
 
 

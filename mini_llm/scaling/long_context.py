@@ -12,7 +12,6 @@ Every perplexity is exp of the mean next-token loss, the losses summed in float6
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mini_llm import helpers
-from mini_llm.atomic import atomic_path
+from mini_llm.atomic import write_csv_atomic
 from mini_llm.data.char_corpus import prepare_data
 from mini_llm.nn import GPT
 from mini_llm.tasks.charlm import CHECKPOINT_FILE, CharGPTPreset, load_char_gpt, read_run_config, train_char_gpt
@@ -268,16 +267,6 @@ def window_rows(models: dict[str, GPT], val: torch.Tensor, log: Log = print) -> 
     return rows
 
 
-def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Sequence[dict[str, object]]) -> None:
-    """Write rows under a header to the CSV ``path`` atomically (its folder is created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial, partial.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def run_long_context(
     out_csv_lengths: str | os.PathLike, out_csv_windows: str | os.PathLike, *, steps: int = DEFAULT_STEPS,
     seed: int = 0, cache_dir: str | os.PathLike | None = None, log: Log = print,
@@ -288,7 +277,7 @@ def run_long_context(
     models = {position: train_position(position, steps, seed, cache_dir, log) for position in POSITIONS}
     val = prepare_data().val  # (N_val,)
     lengths = length_rows(models, val, log)
-    write_csv(out_csv_lengths, LENGTH_COLUMNS, lengths)
+    write_csv_atomic(out_csv_lengths, LENGTH_COLUMNS, lengths)
     windows = window_rows(models, val, log)
-    write_csv(out_csv_windows, WINDOW_COLUMNS, windows)
+    write_csv_atomic(out_csv_windows, WINDOW_COLUMNS, windows)
     return lengths, windows
