@@ -17,6 +17,7 @@ from mini_llm.cli.parser import add_actions, add_command, late_help
 
 LONG_CONTEXT_CSV = "faq_long_context.csv"  # perplexity against evaluation length, per position method
 SLIDING_WINDOW_CSV = "faq_sliding_window.csv"  # chunked against sliding-window evaluation
+EARLY_EXIT_CSV = "faq_early_exit.csv"  # perplexity and FLOPs against the exit threshold
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +69,26 @@ def _add_compress(actions: argparse._SubParsersAction) -> None:
     _add_common(parser)
 
 
-EXPERIMENTS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_long_context, _add_compress)
+def _add_early_exit(actions: argparse._SubParsersAction) -> None:
+    """``faq early-exit``: exit heads on a zoo model, perplexity and FLOPs against the confidence threshold."""
+    parser = add_command(
+        actions, "early-exit", "train exit heads on a zoo model and measure exiting by confidence",
+        run_early_exit,
+        description=f"FAQ 4 (动态推理): an exit head (LayerNorm + the tied LM head) after every block but the last of "
+                    f"the zoo's TARGET, trained with the model frozen; held-out perplexity, mean blocks run and "
+                    f"matmul FLOPs per token against the confidence threshold ({EARLY_EXIT_CSV}). Needs the zoo "
+                    f"model (mini-llm zoo train --sizes TARGET --seeds 0).",
+    )
+    parser.add_argument("--target", default="3x144", help="zoo size (default 3x144)")
+    parser.add_argument("--steps", type=argtypes.steps, default=300, help="training steps of the heads (default 300)")
+    parser.add_argument("--seed", type=argtypes.seed_value, default=0, help="batches of the heads (default 0)")
+    parser.add_argument("--preset-set", default="main", help="zoo preset set (default main)")
+    _add_common(parser)
+
+
+EXPERIMENTS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_long_context, _add_compress, _add_early_exit,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -106,4 +126,16 @@ def run_compress(args: argparse.Namespace, invocation: Invocation) -> int:
         run_faq_compress(args.out_dir, args.preset_set, args.target, tuple(args.small.split(",")), tables=tables,
                          cache_dir=args.cache_dir, log=print)
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+def run_early_exit(args: argparse.Namespace, invocation: Invocation) -> int:
+    """``mini-llm faq early-exit``: train the exit heads, write the CSV file."""
+    from mini_llm import helpers
+    from mini_llm.scaling.early_exit import run_early_exit as run
+
+    out = args.out_dir / EARLY_EXIT_CSV
+    with helpers.threads(args.threads, libraries=("torch",)):
+        run(out, args.preset_set, args.target, args.steps, args.seed, cache_dir=args.cache_dir, log=print)
+    print(f"wrote {out}")
     return 0

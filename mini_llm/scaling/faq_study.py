@@ -50,7 +50,8 @@ def run_faq_compress(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = zoo_model(target, preset_set, cache_dir=cache_dir)
-    drafts = {name: zoo_model(name, preset_set, cache_dir=cache_dir) for name in small}
+    needs_drafts = {"speculative", "decode"} & set(tables)  # students are trained, drafts loaded
+    drafts = {name: zoo_model(name, preset_set, cache_dir=cache_dir) for name in small} if needs_drafts else {}
     data = prepare_data()
     evals = EvalSet.of(data, teacher.config.block_size)
     length = teacher.config.block_size - new_tokens
