@@ -168,3 +168,13 @@ def test_decode_without_the_cache_gives_the_cached_tokens():
             tokens = torch.cat([tokens, out.logits[:, -1].argmax(-1, keepdim=True)], dim=1)
             out = model(tokens)
     assert torch.equal(decode_speed.greedy_outputs(model, [prompt], 4)[0], tokens)
+
+
+def test_a_student_keeps_the_whole_runs_warm_up_and_decays_over_its_own_steps():
+    size = compression.zoo_size("1x64")
+    whole, quarter = size.trainer_config(), compression.student_config(size, Fraction(1, 4), seed=3)
+    assert whole.warmup_steps == whole.max_steps // 20 == 73
+    assert quarter.max_steps == 368 and quarter.warmup_steps == 73 and quarter.seed == 3
+    assert (quarter.lr, quarter.min_lr) == (whole.lr, whole.min_lr) and quarter.eval_interval == 0
+    tiny = compression.student_config(size, Fraction(1, 16), seed=0)  # 96 steps: the warm-up is capped at half
+    assert tiny.warmup_steps == tiny.max_steps // 2

@@ -201,9 +201,15 @@ def pruning_rows(
 
 
 def student_config(size: ZooSize, fraction: Fraction, seed: int) -> TrainerConfig:
-    """The zoo recipe for a student trained on ``fraction`` of the zoo's token budget (no evaluations)."""
+    """The zoo recipe for a student trained on ``fraction`` of the zoo's token budget (no evaluations).
+
+    The cosine decays over the shorter run, but the warm-up stays the whole run's: 5% of a short run is too short
+    (1x64 on a quarter of the budget, seed 0: held-out perplexity 388 with 18 warm-up steps, 301 with the zoo's 73).
+    """
     short = replace(size, tokens=int(size.tokens * fraction))
-    return replace(short.trainer_config(), eval_interval=0, checkpoint_interval=0, progress=False, seed=seed)
+    config = short.trainer_config()
+    warmup = min(size.trainer_config().warmup_steps, config.max_steps // 2)
+    return replace(config, warmup_steps=warmup, eval_interval=0, checkpoint_interval=0, progress=False, seed=seed)
 
 
 def distillation_rows(
