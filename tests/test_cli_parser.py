@@ -41,7 +41,8 @@ def test_every_command_has_a_handler_and_its_own_prog():
     commands = {parser.prog: parser.get_default("handler") for parser in leaves(build_parser())}
     assert set(commands) == {f"mini-llm {name}" for name in (
         "train", "generate", "decoding", "zoo train", "zoo list", "sweep", "classify train", "classify eval",
-        "classify imbalance", "chat", "ppl", "faq long-context", "faq compress", "faq early-exit")}
+        "classify imbalance", "chat", "ppl", "faq long-context", "faq local-attention", "faq compress",
+        "faq early-exit")}
     assert all(callable(handler) for handler in commands.values())
     args = build_parser().parse_args(["zoo", "list"])
     assert args.prog == "mini-llm zoo list" and args.handler is commands["mini-llm zoo list"]

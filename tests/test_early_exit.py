@@ -1,12 +1,15 @@
 """Early exit (chapter 9, question 4): heads, exit choice, perplexity and FLOPs against float64 references."""
 
+import csv
 import math
 
 import pytest
 import torch
 from torch.nn import functional as F
 
+from mini_llm.data import CharData, CharTokenizer
 from mini_llm.nn import GPT, GPTConfig
+from mini_llm.scaling import early_exit
 from mini_llm.scaling.early_exit import ExitHeads, block_outputs, exit_logits, exit_rows, train_exit_heads
 
 
@@ -99,3 +102,18 @@ def test_training_lowers_the_exit_loss_and_leaves_the_model_alone():
 def test_bad_arguments_name_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_run_early_exit_writes_one_row_per_threshold(tmp_path, monkeypatch):
+    ids = torch.randint(0, 11, (3000,), generator=torch.Generator().manual_seed(0))
+    data = CharData(CharTokenizer("abcdefghij"), ids[:2000], ids[2000:])  # 10 characters + <unk> = 11 ids
+    monkeypatch.setattr(early_exit, "zoo_model", lambda size, preset_set, cache_dir=None: tiny_gpt())
+    monkeypatch.setattr(early_exit, "prepare_data", lambda: data)
+    out = tmp_path / "new" / "faq_early_exit.csv"
+    rows = early_exit.run_early_exit(out, target="tiny", steps=3, log=lambda message: None)
+    with out.open() as file:
+        written = list(csv.DictReader(file))
+    assert [float(r["threshold"]) for r in written] == list(early_exit.THRESHOLDS) == [r["threshold"] for r in rows]
+    assert list(written[0]) == ["model", "head_steps", "threshold", "perplexity", "mean_blocks", "flops_ratio",
+                                "exit_1_share", "exit_2_share"]
+    assert float(written[-1]["flops_ratio"]) == 1.0 and float(written[0]["mean_blocks"]) == 1.0

@@ -174,3 +174,23 @@ def test_run_status_reuses_only_a_finished_run_of_the_same_recipe(tmp_path, monk
     assert model.config.position == "alibi" and long_context.run_status(run, "alibi", 2, 3) == "done"
     assert long_context.run_status(run, "alibi", 4, 3) == "other"  # another number of steps: trained anew
     assert long_context.run_status(run, "alibi", 2, 0) == "other"
+
+
+def test_local_attention_rows_match_the_float64_window_reference(monkeypatch):
+    # a window of 8: at every position the model sees the last 8 tokens only, i.e. the reference of the last 8 ids
+    monkeypatch.setattr(long_context, "LOCAL_LENGTHS", (16, 48))
+    monkeypatch.setattr(long_context, "SCORED_TOKENS", 96)
+    models = {p: tiny_gpt(p) for p in long_context.LOCAL_POSITIONS}
+    ids = random_ids(400)
+    rows = long_context.local_attention_rows(models, ids, window=8, new_tokens=2, log=lambda m: None)
+    assert [(r["position"], r["attention"], r["eval_length"]) for r in rows] == [
+        (p, a, n) for p in ("rope", "alibi") for a in ("full", "window-8") for n in (16, 48)]
+    for row in rows:
+        if row["attention"] == "window-8":
+            n = row["eval_length"]
+            starts = {w * n + t: max(w * n, w * n + t - 7) for w in range(96 // n) for t in range(n)}
+            expected = reference_perplexity(models[row["position"]], ids, starts)
+            assert row["perplexity"] == pytest.approx(expected, rel=1e-4), row
+            assert row["kv_cache_bytes"] == 2 * 1 * 2 * 7 * 8 * 4  # one layer's keys + values of 7 positions
+        else:
+            assert row["kv_cache_bytes"] == 2 * 1 * 2 * row["eval_length"] * 8 * 4

@@ -18,6 +18,7 @@ from mini_llm.cli.parser import add_actions, add_command, late_help
 LONG_CONTEXT_CSV = "faq_long_context.csv"  # perplexity against evaluation length, per position method
 SLIDING_WINDOW_CSV = "faq_sliding_window.csv"  # chunked against sliding-window evaluation
 EARLY_EXIT_CSV = "faq_early_exit.csv"  # perplexity and FLOPs against the exit threshold
+LOCAL_ATTENTION_CSV = "faq_local_attention.csv"  # full against sliding-window attention past the trained length
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +87,23 @@ def _add_early_exit(actions: argparse._SubParsersAction) -> None:
     _add_common(parser)
 
 
+def _add_local_attention(actions: argparse._SubParsersAction) -> None:
+    """``faq local-attention``: the RoPE and ALiBi models with sliding-window attention past their context."""
+    parser = add_command(
+        actions, "local-attention", "full against sliding-window attention on the long-context models",
+        run_local_attention,
+        description=f"FAQ 3 (长文本): the RoPE and ALiBi models of `faq long-context` (cached; trained if missing) run "
+                    f"with sliding-window attention of their trained length and a bounded KV cache, no retraining, "
+                    f"against full attention at 256..2048: perplexity, decode ms per token and KV-cache bytes "
+                    f"({LOCAL_ATTENTION_CSV}).",
+    )
+    late_help(parser.add_argument("--steps", type=argtypes.steps, default=None), _default_steps)
+    parser.add_argument("--seed", type=argtypes.seed_value, default=0, help="initial weights and batches (default 0)")
+    _add_common(parser)
+
+
 EXPERIMENTS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_long_context, _add_compress, _add_early_exit,
+    _add_long_context, _add_local_attention, _add_compress, _add_early_exit,
 )
 
 
@@ -137,5 +153,19 @@ def run_early_exit(args: argparse.Namespace, invocation: Invocation) -> int:
     out = args.out_dir / EARLY_EXIT_CSV
     with helpers.threads(args.threads, libraries=("torch",)):
         run(out, args.preset_set, args.target, args.steps, args.seed, cache_dir=args.cache_dir, log=print)
+    print(f"wrote {out}")
+    return 0
+
+
+def run_local_attention(args: argparse.Namespace, invocation: Invocation) -> int:
+    """``mini-llm faq local-attention``: train or reuse the RoPE and ALiBi models, write the CSV file."""
+    from mini_llm import helpers
+    from mini_llm.scaling.long_context import DEFAULT_STEPS
+    from mini_llm.scaling.long_context import run_local_attention as run
+
+    out = args.out_dir / LOCAL_ATTENTION_CSV
+    invocation.on_interrupt = lambda: "run the same command again: finished models are reused, the last one resumes"
+    with helpers.threads(args.threads, libraries=("torch",)):
+        run(out, steps=args.steps or DEFAULT_STEPS, seed=args.seed, cache_dir=args.cache_dir, log=print)
     print(f"wrote {out}")
     return 0

@@ -15,7 +15,7 @@ from mini_llm.nn.bert import (
     BertOutput,
 )
 from mini_llm.nn.gpt import GPT, GPTConfig, GPTOutput
-from mini_llm.nn.kv_cache import QuantizedKV, quantized_cache
+from mini_llm.nn.kv_cache import QuantizedKV, WindowKV, quantized_cache, window_cache
 from mini_llm.nn.layers import MLP, EncoderLayer, sinusoidal_positions
 from mini_llm.nn.llama import Llama, LlamaConfig
 from mini_llm.nn.seq2seq import EncoderOutput, Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
@@ -41,9 +41,11 @@ __all__ = [
     "Seq2SeqConfig",
     "Seq2SeqOutput",
     "Seq2SeqTransformer",
+    "WindowKV",
     "attention",
     "causal_mask",
     "padding_mask",
     "quantized_cache",
     "sinusoidal_positions",
+    "window_cache",
 ]

@@ -55,6 +55,8 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE's base: theta_i = base^(-2i/D)
     rope_scaling: str | None = None  # at inference past the trained length: None, "linear" or "ntk"
     rope_factor: float = 1.0  # how many times the trained length the scaling stretches to
+    attn_window: int | None = None  # sliding-window (local) attention: each position sees the last attn_window
+    # positions, itself included (nn.kv_cache.window_cache keeps only those); None: every earlier position
 
     def __post_init__(self) -> None:
         sizes = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
@@ -64,6 +66,8 @@ class GPTConfig:
             check_rope(self.n_embd // self.n_head, self.rope_base, self.rope_scaling, self.rope_factor)
         if self.n_inner is not None:
             check_size("n_inner", self.n_inner, "None or ")
+        if self.attn_window is not None:
+            check_size("attn_window", self.attn_window, "None or ")
         check_number("layer_norm_epsilon", self.layer_norm_epsilon, 0.0, math.inf, low_open=True, high_open=True,
                      allowed="a finite number > 0")
 
@@ -122,12 +126,21 @@ class CausalSelfAttention(nn.Module):
             cos, sin = rope_cos_sin(pos, theta)  # (T, D) each
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, T, D)
         k, v, present = extend_cache(past_kv, k, v, use_cache)  # (B, H, S, D) each, S = S_past + T
+        S = k.size(2)
+        key_pos = torch.arange(S, device=x.device) + (int(pos[-1]) + 1 - S)  # (S,): a window cache holds the latest
         dropout_p = self.dropout if self.training else 0.0
-        bias = None
+        mask = None
         if cfg.position == "alibi":
-            bias = alibi_bias(self.alibi_slopes, pos, torch.arange(k.size(2), device=x.device))  # (H, T, S)
+            mask = alibi_bias(self.alibi_slopes, pos, key_pos)  # (H, T, S)
+        if cfg.attn_window is not None:  # a causal band instead of the causal mask
+            band = (key_pos[None] <= pos[:, None]) & (key_pos[None] > pos[:, None] - cfg.attn_window)  # (T, S)
+            if mask is not None:
+                mask = mask.masked_fill(~band, torch.finfo(mask.dtype).min)  # (H, T, S)
+            elif not bool(band.all()):
+                mask = band
         y, weights = attention(
-            q, k, v, mask=bias, is_causal=True, dropout_p=dropout_p, impl=self.attn_impl, need_weights=need_weights
+            q, k, v, mask=mask, is_causal=cfg.attn_window is None, dropout_p=dropout_p, impl=self.attn_impl,
+            need_weights=need_weights,
         )  # (B, H, T, D), (B, H, T, S) or None
         y = self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
         return y, present, weights

@@ -9,6 +9,11 @@ against 2 * B * H * S * D * 4 for float32.
 
 Pass ``quantized_cache(n_layer, bits)`` as ``past_key_values`` to the first ``GPT`` call with ``use_cache=True``;
 the model appends to it in place and returns the same objects.
+
+A bounded cache for sliding-window attention (a GPT with ``attn_window=W``): ``window_cache(n_layer, W)`` holds
+float keys and values of the last W - 1 positions only (all the next query may see) and counts the positions seen,
+so the model keeps numbering positions from the start: memory 2 * B * H * (W - 1) * D * 4 bytes per layer whatever
+the length.
 """
 
 from __future__ import annotations
@@ -88,21 +93,53 @@ def quantized_cache(n_layer: int, bits: int = 8) -> list[QuantizedKV]:
     return [QuantizedKV(bits) for _ in range(n_layer)]
 
 
-def cache_length(layer_cache: QuantizedKV | tuple[torch.Tensor, torch.Tensor]) -> int:
-    """Positions held by one layer's cache, quantized or a (keys, values) pair of (B, H, S, D) tensors."""
-    return len(layer_cache) if isinstance(layer_cache, QuantizedKV) else layer_cache[0].size(2)
+class WindowKV:
+    """One layer's cache for sliding-window attention: keys and values of the last ``window - 1`` positions only."""
+
+    def __init__(self, window: int) -> None:
+        self.window = check_int("window", window, 1)
+        self.seen = 0  # positions appended so far: the position of the next token
+        self.kv: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, H, <= window - 1, D) each
+
+    def __len__(self) -> int:
+        """Positions seen so far (not held: at most window - 1 are)."""
+        return self.seen
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new keys and values (B, H, T, D); return the held ones then the new ones (B, H, S, D)."""
+        keys, values = (k, v) if self.kv is None else (torch.cat([self.kv[0], k], 2), torch.cat([self.kv[1], v], 2))
+        self.seen += k.size(2)
+        keep = min(self.window - 1, keys.size(2))  # what the next query can still see
+        self.kv = (keys[:, :, keys.size(2) - keep:], values[:, :, values.size(2) - keep:]) if keep else None
+        return keys, values
+
+    def nbytes(self) -> int:
+        """Bytes held: keys and values of at most window - 1 positions."""
+        return 0 if self.kv is None else sum(t.numel() * t.element_size() for t in self.kv)
+
+
+def window_cache(n_layer: int, window: int) -> list[WindowKV]:
+    """An empty sliding-window cache for every layer, for a GPT with ``attn_window=window`` (``use_cache=True``)."""
+    check_int("n_layer", n_layer, 1)
+    return [WindowKV(window) for _ in range(n_layer)]
+
+
+def cache_length(layer_cache: QuantizedKV | WindowKV | tuple[torch.Tensor, torch.Tensor]) -> int:
+    """Positions before the next token: what one layer's cache has seen (quantized, windowed or a (k, v) pair)."""
+    return len(layer_cache) if isinstance(layer_cache, QuantizedKV | WindowKV) else layer_cache[0].size(2)
 
 
 def extend_cache(
-    past_kv: QuantizedKV | tuple[torch.Tensor, torch.Tensor] | None, k: torch.Tensor, v: torch.Tensor, use_cache: bool
-) -> tuple[torch.Tensor, torch.Tensor, QuantizedKV | tuple[torch.Tensor, torch.Tensor] | None]:
+    past_kv: QuantizedKV | WindowKV | tuple[torch.Tensor, torch.Tensor] | None, k: torch.Tensor, v: torch.Tensor,
+    use_cache: bool,
+) -> tuple[torch.Tensor, torch.Tensor, QuantizedKV | WindowKV | tuple[torch.Tensor, torch.Tensor] | None]:
     """(keys, values) of the cached positions then the new ones, each (B, H, S, D), and the cache to hand back.
 
-    A QuantizedKV grows in place (and is handed back); a (keys, values) pair is concatenated into a new one. Without
-    use_cache the cache handed back is None.
+    A QuantizedKV or WindowKV is updated in place (and handed back); a (keys, values) pair is concatenated into a new
+    one. Without use_cache the cache handed back is None.
     """
-    if isinstance(past_kv, QuantizedKV):
-        k, v = past_kv.append(k, v)  # dequantized
+    if isinstance(past_kv, QuantizedKV | WindowKV):
+        k, v = past_kv.append(k, v)  # dequantized, or the window's held positions then the new ones
         return k, v, past_kv if use_cache else None
     if past_kv is not None:
         k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)  # S = S_past + T

@@ -19,6 +19,7 @@ from torch import nn
 from mini_llm import helpers
 from mini_llm.generation import generate
 from mini_llm.generation.speculative import speculative_generate
+from mini_llm.nn import WindowKV, window_cache
 
 GAMMAS = (1, 2, 3, 4, 6, 8)
 SPARSITIES = (0.0, 0.5, 0.9, 0.99)
@@ -115,9 +116,16 @@ def sparse_matmul_rows(
                    "csr_over_dense": csr_s / dense_s}
 
 
-def kv_cache_bytes(past_key_values: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
-    """Bytes of a float KV cache: every layer's keys and values."""
-    return sum(t.numel() * t.element_size() for pair in past_key_values for t in pair)
+def kv_cache_bytes(past_key_values: Sequence[tuple[torch.Tensor, torch.Tensor] | WindowKV]) -> int:
+    """Bytes of a float KV cache: every layer's keys and values (a sliding-window cache: those it holds)."""
+    return sum(layer.nbytes() if isinstance(layer, WindowKV) else sum(t.numel() * t.element_size() for t in layer)
+               for layer in past_key_values)
+
+
+def _empty_cache(model: nn.Module) -> list[WindowKV] | None:
+    """The bounded cache a sliding-window GPT decodes with (``attn_window`` set), else None (a growing cache)."""
+    window = getattr(model.config, "attn_window", None)
+    return None if window is None else window_cache(model.config.n_layer, window)
 
 
 def predicted_kv_cache_bytes(config: object, batch: int, length: int, bytes_per_element: int = 4) -> int:
@@ -128,7 +136,7 @@ def predicted_kv_cache_bytes(config: object, batch: int, length: int, bytes_per_
 def _decode_seconds(model: nn.Module, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
     """Seconds of new_tokens greedy steps after the prompt (B, T): with the KV cache one token per forward, without
     it the whole sequence again."""
-    out = model(prompt, use_cache=use_cache)
+    out = model(prompt, past_key_values=_empty_cache(model) if use_cache else None, use_cache=use_cache)
     past, tokens = out.past_key_values, prompt  # tokens: (B, T + i)
     start = time.perf_counter()
     for _ in range(new_tokens):
@@ -143,11 +151,15 @@ def _decode_seconds(model: nn.Module, prompt: torch.Tensor, new_tokens: int, use
 def prefill_decode_row(
     model: nn.Module, batch: int, prompt_length: int, new_tokens: int, use_cache: bool = True, repeats: int = 3,
 ) -> dict[str, object]:
-    """Time to first token (one forward of a random prompt) and time per decoded token, best of ``repeats``."""
+    """Time to first token (one forward of a random prompt) and time per decoded token, best of ``repeats``.
+
+    A GPT with ``attn_window`` decodes with its bounded ``window_cache``; kv_cache_bytes is what the cache holds
+    after the prompt.
+    """
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_length), generator=generator)  # (B, T)
     with helpers.eval_mode(model):
-        prefill, out = _best_time(lambda: model(prompt, use_cache=True), repeats)
+        prefill, out = _best_time(lambda: model(prompt, past_key_values=_empty_cache(model), use_cache=True), repeats)
         decode = min(_decode_seconds(model, prompt, new_tokens, use_cache) for _ in range(repeats)) / new_tokens
     return {"batch": batch, "prompt_length": prompt_length, "use_cache": use_cache, "prefill_ms": prefill * 1e3,
             "decode_ms_per_token": decode * 1e3, "tokens_per_second": batch / decode,

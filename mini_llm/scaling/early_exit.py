@@ -139,5 +139,6 @@ def run_early_exit(
     for row in rows:
         log(f"threshold {row['threshold']}: perplexity {row['perplexity']:.2f}, {row['mean_blocks']:.2f} blocks, "
             f"{row['flops_ratio']:.2f} of the FLOPs")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(Path(out), list(rows[0]), rows)
     return rows

@@ -6,7 +6,10 @@ Three char GPTs that differ only in their position information are trained on Pe
   and NTK-aware scaling ("ntk") at factor length / 128 (``rope_scaled``);
 - ``chunked_perplexity`` (the source's 分段: chunks scored without the previous chunk) against
   ``sliding_perplexity`` (the source's 窗口化: a window moved by ``stride`` that scores only its new tokens, the
-  Hugging Face recipe "Perplexity of fixed-length models"), with the tokens the model had to process.
+  Hugging Face recipe "Perplexity of fixed-length models"), with the tokens the model had to process;
+- ``local_attention_rows``: the RoPE and ALiBi models with sliding-window attention of the trained length
+  (``GPTConfig.attn_window``, no retraining) against full attention at 256..2048: perplexity, decode time per token
+  and the bytes of the KV cache (bounded by ``nn.window_cache``).
 Every perplexity is exp of the mean next-token loss, the losses summed in float64.
 """
 
@@ -27,6 +30,7 @@ from mini_llm import helpers
 from mini_llm.atomic import write_csv_atomic
 from mini_llm.data.char_corpus import prepare_data
 from mini_llm.nn import GPT
+from mini_llm.scaling.decode_speed import prefill_decode_row
 from mini_llm.tasks.charlm import CHECKPOINT_FILE, CharGPTPreset, load_char_gpt, read_run_config, train_char_gpt
 from mini_llm.train import TrainerConfig
 
@@ -41,6 +45,10 @@ STRIDES = (8, 16, 32, 64, 128)  # strides of the sliding window of TRAIN_LENGTH 
 WINDOW_POSITIONS = ("rope", "learned")  # the models of the chunked / sliding comparison
 DEFAULT_STEPS = 750  # training steps per model: about 3 minutes on 2 idle cores (0.24 s a step measured)
 BATCH_TOKENS = 8192  # at most this many tokens per forward pass during evaluation
+LOCAL_POSITIONS = ("rope", "alibi")  # the models run with sliding-window attention (no position table to outgrow)
+LOCAL_LENGTHS = (256, 512, 1024, 2048)  # lengths of the full against sliding-window comparison
+LOCAL_COLUMNS = ("position", "attention", "eval_length", "perplexity", "scored_tokens", "decode_ms_per_token",
+                 "kv_cache_bytes", "seconds")
 LENGTH_COLUMNS = ("position", "scaling", "train_length", "eval_length", "perplexity", "scored_tokens", "seconds")
 WINDOW_COLUMNS = ("position", "method", "window", "stride", "perplexity", "tokens_processed", "seconds")
 Log = Callable[[str], None]
@@ -157,14 +165,18 @@ def sliding_perplexity(model: GPT, ids: torch.Tensor, window: int, stride: int) 
     return _score_spans(model, ids, sliding_spans(len(ids) - 1, window, stride))
 
 
+def inference_copy(model: GPT, **changes: object) -> GPT:
+    """A copy of model with the same weights and other inference-time settings (RoPE scaling, attention window)."""
+    copy = GPT(replace(model.config, **changes)).to(next(model.parameters()).device)
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
 def rope_scaled(model: GPT, scaling: str | None, factor: float) -> GPT:
     """A copy of a RoPE model with another inference-time scaling ("linear", "ntk" or None) and factor."""
     if model.config.position != "rope":
         raise ValueError(f"model must use RoPE positions to be rescaled, got position {model.config.position!r}")
-    config = replace(model.config, rope_scaling=scaling, rope_factor=float(factor))
-    scaled = GPT(config).to(next(model.parameters()).device)
-    scaled.load_state_dict(model.state_dict())
-    return scaled.eval()
+    return inference_copy(model, rope_scaling=scaling, rope_factor=float(factor))
 
 
 def long_context_preset(position: str, steps: int) -> CharGPTPreset:
@@ -264,6 +276,41 @@ def window_rows(models: dict[str, GPT], val: torch.Tensor, log: Log = print) -> 
                          "seconds": round(seconds, 2)})
             log(f"{position:>7} {method:>7} window {window:>3} stride {stride:>3}: perplexity "
                 f"{result.perplexity:.3f}, {result.tokens_processed:,} tokens processed")
+    return rows
+
+
+def local_attention_rows(
+    models: dict[str, GPT], val: torch.Tensor, window: int = TRAIN_LENGTH, new_tokens: int = 16, log: Log = print,
+) -> list[dict[str, object]]:
+    """Rows of the third table: full against sliding-window attention (no retraining) at lengths past the trained one:
+    perplexity, and decoding after a prompt of that length (ms per token, bytes the KV cache holds)."""
+    rows = []
+    for position in LOCAL_POSITIONS:
+        windowed = inference_copy(models[position], attn_window=window)
+        variants = (("full", models[position]), (f"window-{window}", windowed))
+        for attention, variant in variants:
+            for length in LOCAL_LENGTHS:
+                result, seconds = _timed(lambda m=variant, n=length: window_perplexity(m, val, n, SCORED_TOKENS // n))
+                cost = prefill_decode_row(variant, 1, length, new_tokens, repeats=2)
+                rows.append({"position": position, "attention": attention, "eval_length": length,
+                             "perplexity": round(result.perplexity, 4), "scored_tokens": result.scored_tokens,
+                             "decode_ms_per_token": round(cost["decode_ms_per_token"], 4),
+                             "kv_cache_bytes": cost["kv_cache_bytes"], "seconds": round(seconds, 2)})
+                log(f"{position:>7} {attention:>10} length {length:>4}: perplexity {result.perplexity:.3f}, "
+                    f"{cost['decode_ms_per_token']:.3f} ms per token, cache {cost['kv_cache_bytes']:,} bytes")
+    return rows
+
+
+def run_local_attention(
+    out_csv: str | os.PathLike, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+    cache_dir: str | os.PathLike | None = None, log: Log = print,
+) -> list[dict[str, object]]:
+    """Train (or reuse) the RoPE and ALiBi models, measure full against sliding-window attention, write the CSV."""
+    steps = helpers.check_int("steps", steps, 1)
+    seed = helpers.check_seed(seed)
+    models = {position: train_position(position, steps, seed, cache_dir, log) for position in LOCAL_POSITIONS}
+    rows = local_attention_rows(models, prepare_data().val, log=log)
+    write_csv_atomic(out_csv, LOCAL_COLUMNS, rows)
     return rows
 
 
