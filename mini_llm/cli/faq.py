@@ -30,6 +30,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=argtypes.thread_count, default=None, help="torch threads (default: torch's)")
 
 
+def _add_position_training(parser: argparse.ArgumentParser) -> None:
+    """Flags of the experiments on the long-context models (trained or reused from the cache), then the common ones."""
+    late_help(parser.add_argument("--steps", type=argtypes.steps, default=None), _default_steps)
+    parser.add_argument("--seed", type=argtypes.seed_value, default=0, help="initial weights and batches (default 0)")
+    _add_common(parser)
+
+
 def _default_steps() -> str:
     """Help of --steps, read from the experiment's module when help is printed."""
     from mini_llm.scaling.long_context import DEFAULT_STEPS
@@ -47,9 +54,7 @@ def _add_long_context(actions: argparse._SubParsersAction) -> None:
                     f"lengths 64..1024 ({LONG_CONTEXT_CSV}) and by chunked against sliding-window evaluation "
                     f"({SLIDING_WINDOW_CSV}).",
     )
-    late_help(parser.add_argument("--steps", type=argtypes.steps, default=None), _default_steps)
-    parser.add_argument("--seed", type=argtypes.seed_value, default=0, help="initial weights and batches (default 0)")
-    _add_common(parser)
+    _add_position_training(parser)
 
 
 def _add_compress(actions: argparse._SubParsersAction) -> None:
@@ -97,9 +102,7 @@ def _add_local_attention(actions: argparse._SubParsersAction) -> None:
                     f"against full attention at 256..2048: perplexity, decode ms per token and KV-cache bytes "
                     f"({LOCAL_ATTENTION_CSV}).",
     )
-    late_help(parser.add_argument("--steps", type=argtypes.steps, default=None), _default_steps)
-    parser.add_argument("--seed", type=argtypes.seed_value, default=0, help="initial weights and batches (default 0)")
-    _add_common(parser)
+    _add_position_training(parser)
 
 
 EXPERIMENTS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
