@@ -23,6 +23,7 @@ FLOORS: list[set[str]] = [
     {"interop"},  # other libraries' and file formats' models, quantized ones (GGUF) included
     {"tasks"},  # the book's applications
     {"scaling"},  # experiments over many task runs
+    {"trends"},  # chapter 8's experiments, which read the zoo and the sweep
     {"cli"},  # the command line
     {"__main__"},  # python -m mini_llm
 ]

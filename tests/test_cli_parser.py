@@ -42,7 +42,8 @@ def test_every_command_has_a_handler_and_its_own_prog():
     assert set(commands) == {f"mini-llm {name}" for name in (
         "train", "generate", "decoding", "zoo train", "zoo list", "sweep", "classify train", "classify eval",
         "classify imbalance", "chat", "ppl", "faq long-context", "faq local-attention", "faq compress",
-        "faq early-exit")}
+        "faq early-exit", "future scaling", "future generalization", "future lora", "future memorization",
+        "future bias")}
     assert all(callable(handler) for handler in commands.values())
     args = build_parser().parse_args(["zoo", "list"])
     assert args.prog == "mini-llm zoo list" and args.handler is commands["mini-llm zoo list"]

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from mini_llm import __version__
-from mini_llm.cli import char_gpt, chat, classify, faq, scaling
+from mini_llm.cli import char_gpt, chat, classify, faq, future, scaling
 from mini_llm.cli.guard import EXIT_USAGE, Invocation, guard
 from mini_llm.cli.parser import PROG, Parser
 
@@ -15,13 +15,15 @@ def build_parser() -> Parser:
     """The parser of every command; it imports nothing heavy (no torch, transformers or numba)."""
     parser = Parser(prog=PROG, description="The companion commands of the book: a char-level GPT on People's Daily "
                                            "(January 1998), the k-bit scaling zoo and sweep, review classifiers, "
-                                           "decoding strategies, a chat with SmolLM2-135M.")
+                                           "decoding strategies, a chat with SmolLM2-135M, the experiments of "
+                                           "chapters 8 and 9.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     char_gpt.add_commands(commands)
     scaling.add_commands(commands)
     classify.add_commands(commands)
     chat.add_commands(commands)
+    future.add_commands(commands)
     faq.add_commands(commands)
     return parser
 

@@ -14,7 +14,8 @@ from mini_llm.cli.parser import PROG, add_actions, add_command
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     """Flags shared by the zoo and sweep commands: which models, and where they are cached."""
     parser.add_argument("--preset-set", default="main",
-                        help="main (the zoo of the book) or test (seconds; default main)")
+                        help="main (the zoo of the book), eighth / quarter (four small sizes on 1/8 / 1/4 "
+                             "of the budget, each with its own schedule: chapter 8) or test (seconds; default main)")
     parser.add_argument("--sizes", type=argtypes.comma_list(str), default=None,
                         help="comma-separated sizes such as 2x64,3x80 (default: all of the set; see zoo list)")
     parser.add_argument("--seeds", type=argtypes.comma_list(argtypes.seed_value), default=None,

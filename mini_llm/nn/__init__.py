@@ -1,6 +1,7 @@
 """Torch models: GPT (decoder-only), Llama (RMSNorm, RoPE, grouped-query attention, SwiGLU), a BERT encoder and an
 encoder-decoder Transformer, on one attention function;
-a KV cache kept as int8/int4 codes (``kv_cache``); rotary embeddings and ALiBi (``positions``, GPTConfig.position).
+a KV cache kept as int8/int4 codes (``kv_cache``); rotary embeddings and ALiBi (``positions``, GPTConfig.position);
+LoRA adapters on any linear layer, k-bit ones included (``lora``).
 
 May import: helpers (and torch). Never data, train, generation, tasks, evaluation, scaling or cli.
 """
@@ -18,6 +19,7 @@ from mini_llm.nn.gpt import GPT, GPTConfig, GPTOutput
 from mini_llm.nn.kv_cache import QuantizedKV, WindowKV, quantized_cache, window_cache
 from mini_llm.nn.layers import MLP, EncoderLayer, sinusoidal_positions
 from mini_llm.nn.llama import Llama, LlamaConfig
+from mini_llm.nn.lora import LoRALinear, adapter_bytes, add_lora, lora_parameters, lora_state_dict, merge_lora
 from mini_llm.nn.seq2seq import EncoderOutput, Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
 
 __all__ = [
@@ -33,6 +35,12 @@ __all__ = [
     "GPT",
     "Llama",
     "LlamaConfig",
+    "LoRALinear",
+    "adapter_bytes",
+    "add_lora",
+    "lora_parameters",
+    "lora_state_dict",
+    "merge_lora",
     "GPTConfig",
     "GPTOutput",
     "MLP",

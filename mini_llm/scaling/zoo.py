@@ -121,6 +121,10 @@ PRESET_SETS: dict[str, tuple[ZooSize, ...]] = {
         _size(3, 112, MAIN_TOKENS),
         _size(3, 144, MAIN_TOKENS),
     ),
+    # Chapter 8's control for the compute-optimal fit: four "main" sizes trained on 1/8 and 1/4 of the main budget,
+    # each with its own warm-up and cosine (the main zoo's 1/8 and 1/4 checkpoints are taken mid-schedule).
+    "eighth": tuple(_size(layers, width, MAIN_TOKENS // 8) for layers, width in ((1, 32), (1, 64), (2, 64), (3, 64))),
+    "quarter": tuple(_size(layers, width, MAIN_TOKENS // 4) for layers, width in ((1, 32), (1, 64), (2, 64), (3, 64))),
     # seconds on one core: for tests and for trying the commands
     "test": (
         _size(1, 16, 8 * 4 * 16, (0, 1), block_size=16, batch_size=4, eval_batches=2),
