@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mini_llm.nn import GPT, GPTConfig
 from mini_llm.scaling.chinchilla import CHINCHILLA, LossSurface
 from mini_llm.trends.compute_optimal import ZooPoint, isoflop_rows, schedule_gaps, select_points
-from mini_llm.trends.generalization import domain_loss
+from mini_llm.trends.domains import domain_loss
 
 SURFACE = LossSurface(**CHINCHILLA)
 

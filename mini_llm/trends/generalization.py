@@ -14,16 +14,15 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from mini_llm import helpers
 from mini_llm.atomic import write_csv_atomic
-from mini_llm.data import load_reviews, prepare_data
+from mini_llm.data import prepare_data
 from mini_llm.data.char_corpus import CharData
-from mini_llm.nn import GPT
 from mini_llm.scaling.sweep import held_out_windows
 from mini_llm.scaling.zoo import ZooCheckpoint, non_embedding_params, plan, zoo_checkpoints
 from mini_llm.train.checkpoint import load_weights
+from mini_llm.trends.domains import domain_loss, review_tokens
 
 GENERALIZATION_CSV = "future_generalization.csv"
 DOMAINS = ("train", "people_daily", "reviews")  # seen text, held-out news, out-of-domain reviews
@@ -33,25 +32,7 @@ PRESET_SETS = ("main", "eighth", "quarter")
 
 def domain_tokens(data: CharData) -> dict[str, torch.Tensor]:
     """Token ids of each domain in the zoo's character vocabulary (reviews joined by newlines)."""
-    reviews = "\n".join(load_reviews().test.texts)
-    return {"train": data.train, "people_daily": data.val,
-            "reviews": torch.tensor(data.tokenizer.encode(reviews), dtype=torch.long)}
-
-
-@torch.no_grad()
-def domain_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, unk_id: int, batch_size: int = 16) -> dict[str, float]:
-    """Mean nats per target over all targets and over the targets that are not ``<unk>``, and the <unk> share."""
-    total, known, n_known = 0.0, 0.0, 0
-    with helpers.eval_mode(model):
-        for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size]).logits  # (B, T, V)
-            target = y[i : i + batch_size]  # (B, T)
-            nats = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")  # (B*T,)
-            mask = target.flatten() != unk_id  # (B*T,)
-            total += float(nats.sum())
-            known += float(nats[mask].sum())
-            n_known += int(mask.sum())
-    return {"loss": total / y.numel(), "loss_known": known / max(n_known, 1), "unk_share": 1 - n_known / y.numel()}
+    return {"train": data.train, "people_daily": data.val, "reviews": review_tokens(data.tokenizer)[1]}
 
 
 def available_checkpoints(cache_dir: str | os.PathLike | None = None) -> list[ZooCheckpoint]:

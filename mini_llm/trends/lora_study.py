@@ -29,12 +29,13 @@ from torch import nn
 
 from mini_llm import helpers
 from mini_llm.atomic import write_csv_atomic
-from mini_llm.data import CharTokenizer, load_reviews, prepare_data
+from mini_llm.data import prepare_data
 from mini_llm.nn import GPT, adapter_bytes, add_lora, lora_parameters, merge_lora
 from mini_llm.quant import model_bits, quantize_model
 from mini_llm.scaling import sweep
 from mini_llm.scaling.compression import zoo_model
 from mini_llm.train import TokenBatches
+from mini_llm.trends.domains import domain_loss, review_tokens, unk_share
 
 MODEL = "2x64"  # the zoo model adapted (final checkpoint of preset set "main")
 RANKS = (1, 4, 16)
@@ -58,30 +59,11 @@ COLUMNS = (
 )
 
 
-def review_tokens(tokenizer: CharTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reviews' train and test splits as ids (N,) of tokenizer, one review per line; unknown characters -> <unk>."""
-    splits = load_reviews()
-    return tuple(torch.tensor(tokenizer.encode("\n".join(part.texts)), dtype=torch.long)
-                 for part in (splits.train, splits.test))
-
-
-def unk_share(tokens: torch.Tensor, unk_id: int = 0) -> float:
-    """Share of the ids (N,) that are the unknown token."""
-    return float((tokens == unk_id).double().mean())
-
-
-@torch.no_grad()
 def perplexities(model: nn.Module, x: torch.Tensor, y: torch.Tensor, unk_id: int = 0,
                  batch_size: int = 16) -> tuple[float, float]:
     """(perplexity over every target of y, perplexity over the targets that are not <unk>) of model on x, y (W, T)."""
-    nll = []
-    with helpers.eval_mode(model):
-        for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size]).logits  # (B, T, V)
-            nll.append(F.cross_entropy(logits.flatten(0, 1), y[i : i + batch_size].flatten(), reduction="none"))
-    nll = torch.cat(nll).double()  # (W * T,)
-    known = y.flatten() != unk_id  # (W * T,)
-    return math.exp(float(nll.mean())), math.exp(float(nll[known].mean()))
+    measured = domain_loss(model, x, y, unk_id, batch_size)
+    return math.exp(measured["loss"]), math.exp(measured["loss_known"])
 
 
 def fine_tune(
