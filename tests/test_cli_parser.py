@@ -40,7 +40,7 @@ def test_help_and_version_import_nothing_heavy():
 def test_every_command_has_a_handler_and_its_own_prog():
     commands = {parser.prog: parser.get_default("handler") for parser in leaves(build_parser())}
     assert set(commands) == {f"mini-llm {name}" for name in (
-        "train", "generate", "decoding", "zoo train", "zoo list", "sweep", "classify train", "classify eval",
+        "train", "generate", "decoding", "zoo train", "zoo list", "sweep", "formats", "classify train", "classify eval",
         "classify imbalance", "chat", "ppl", "faq long-context", "faq local-attention", "faq compress",
         "faq early-exit", "future scaling", "future generalization", "future lora", "future memorization",
         "future bias")}
@@ -151,3 +151,13 @@ def test_ctrl_c_gives_130_with_the_advice_of_the_command(capsys):
     assert guard(invocation, fail(KeyboardInterrupt())) == 130
     assert capsys.readouterr().err == "\ninterrupted; run it again\n"
     assert invocation.line == "mini-llm zoo train"
+
+
+def test_formats_flags_check_names_before_any_model_loads(capsys):
+    args = build_parser().parse_args(["formats", "--out", "f.csv", "--models", "zoo,smollm2", "--formats",
+                                      "FP16,gptq-nf3-64,mxfp4,q4_k"])
+    assert args.models == ("zoo", "smollm2") and args.formats == ("fp16", "gptq-nf3-64", "mxfp4", "q4_k")
+    for flags, message in ((["--formats", "nf4"], "format must be one of"), (["--models", "bert"], "models must be")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["formats", "--out", "f.csv", *flags])
+        assert message in capsys.readouterr().err

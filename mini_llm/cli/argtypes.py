@@ -173,6 +173,18 @@ def _fraction(text: str) -> object:
     return parse_fraction(text)
 
 
+def _weight_format(text: str) -> str:
+    from mini_llm.quant.formats import parse_format
+
+    return parse_format(text).spec
+
+
+def formats_subjects() -> Sequence[str]:
+    from mini_llm.scaling.formats import SUBJECTS
+
+    return SUBJECTS
+
+
 char_preset = package_type(_char_preset)  # a preset of mini_llm.tasks.charlm.PRESETS
 classify_preset = package_type(_classify_preset)  # a preset of mini_llm.tasks.classify.PRESETS
 classify_model = one_of(classify_models)  # a model of mini_llm.tasks.classify.MODELS
@@ -180,6 +192,8 @@ codebook = one_of(_codebooks, "codebooks")  # a codebook of mini_llm.quant
 embedding = one_of(_embeddings, "embedding")  # how the sweep stores the tied embedding
 blocksize = package_type(_blocksize)  # 'tensor' or a power of two in 32..4096
 fraction = package_type(_fraction)  # a share of the zoo's token budget at which weights were kept
+weight_format = package_type(_weight_format)  # a format spec of mini_llm.quant.formats (rtn-nf4-64, mxfp4, q4_k...)
+formats_subject = one_of(formats_subjects, "models")  # a subject of mini-llm formats
 
 
 def sweep_bits(text: str) -> int:

@@ -1,4 +1,5 @@
-"""``mini-llm zoo train | list`` and ``mini-llm sweep``: the model zoo and the k-bit sweep of the scaling chapter."""
+"""``mini-llm zoo train | list``, ``mini-llm sweep`` and ``mini-llm formats``: the model zoo, the k-bit sweep of the
+scaling chapter, and the comparison of the newer formats (GPTQ, AWQ, microscaling, k-quants)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``zoo train``, ``zoo list`` and ``sweep``."""
+    """Add ``zoo train``, ``zoo list``, ``sweep`` and ``formats``."""
     zoo = add_command(commands, "zoo", "train or list the model zoo of the scaling experiment",
                       description="The model zoo: char-level GPTs of several sizes, one recipe.")
     actions = add_actions(zoo)
@@ -73,6 +74,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--ray-workers", type=argtypes.positive_int, default=None, metavar="N",
                        help="with --ray: CPUs of the local cluster (default 2); with an ADDRESS, the most tasks "
                             "running at once (default: every CPU of the cluster)")
+
+
+    formats = add_command(
+        commands, "formats", "round-to-nearest, GPTQ, AWQ, MX/NVFP4 and k-quants on one bit axis", run_formats,
+        description="Store the linear layers of the cached zoo models, all-MiniLM-L6-v2 and SmolLM2-135M in many "
+                    "formats and measure held-out perplexity (sentence-embedding error for MiniLM) against exact "
+                    "total bits. One CSV row per (model, format), appended; rows already in --out are skipped.",
+    )
+    formats.add_argument("--out", type=Path, metavar="FILE", required=True,
+                         help="CSV file to append to, e.g. results/formats_compare.csv")
+    formats.add_argument("--models", type=argtypes.comma_list(argtypes.formats_subject), default=None,
+                         help="from zoo,minilm,smollm2 (default: all; zoo = every cached final checkpoint of main)")
+    formats.add_argument("--formats", type=argtypes.comma_list(argtypes.weight_format), default=None,
+                         help="format specs such as fp16,rtn-nf4-64,gptq-int3-64,awq-nf4-64,mxfp4,nvfp4,q4_k "
+                              "(default: each model's list in mini_llm.scaling.formats)")
+    formats.add_argument("--cache-dir", type=Path, metavar="DIR", default=None,
+                         help="cache root of the zoo (default: $MINI_LLM_CACHE, else ~/.cache/mini_llm)")
+    formats.add_argument("--threads", type=argtypes.thread_count, default=None, help="torch threads (default: torch's)")
 
 
 def _jobs(args: argparse.Namespace) -> list:
@@ -173,4 +192,18 @@ def run_sweep(args: argparse.Namespace, invocation: Invocation) -> int:
         except ConnectionError as error:
             raise ConnectionError(f"--ray: {error}") from error
     print(f"wrote {written} rows to {args.out} in {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+def run_formats(args: argparse.Namespace, invocation: Invocation) -> int:
+    """``mini-llm formats``: append the (model, format) rows that --out lacks."""
+    from mini_llm.helpers import threads
+    from mini_llm.scaling.formats import SUBJECTS
+    from mini_llm.scaling.formats import run_formats as run
+
+    start = time.perf_counter()
+    invocation.on_interrupt = lambda: f"the rows so far are in {args.out}; run the same command again to continue"
+    with threads(args.threads, libraries=("torch",)):
+        added = run(args.out, args.models or SUBJECTS, args.formats, args.cache_dir)
+    print(f"wrote {added} rows to {args.out} in {(time.perf_counter() - start) / 60:.1f} min")
     return 0

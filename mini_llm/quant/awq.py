@@ -102,7 +102,7 @@ def fold_scales(prev: nn.Module, linears: nn.Linear | Sequence[nn.Linear], scale
 def _divide_output(prev: nn.Module, scales: torch.Tensor) -> None:
     """Divide the output features of prev by scales (in place)."""
     size = scales.numel()
-    if isinstance(prev, (nn.LayerNorm, nn.RMSNorm)):
+    if isinstance(prev, (nn.LayerNorm, nn.RMSNorm)) or _is_norm(prev):
         if prev.weight is None:
             raise ValueError(f"prev must have an elementwise affine weight to absorb the scales, got {prev}")
         if tuple(prev.weight.shape) != (size,):
@@ -114,8 +114,15 @@ def _divide_output(prev: nn.Module, scales: torch.Tensor) -> None:
             raise ValueError(f"prev must have out_features={size} (len(scales)), got {prev.out_features}")
         params = [prev.weight, prev.bias]
     else:
-        raise TypeError(f"prev must be an nn.LayerNorm, nn.RMSNorm or nn.Linear, got {type(prev).__name__}")
+        raise TypeError(f"prev must be an nn.LayerNorm, nn.RMSNorm, another norm with a 1-D weight, or nn.Linear, got "
+                        f"{type(prev).__name__}")
     for p in params:
         if p is not None:
             s = scales.to(p)
             p.div_(s[:, None] if p.ndim == 2 else s)  # Linear weight (out, in): rows; vectors: elementwise
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A normalisation layer of another library (Llama's RMSNorm): an elementwise 1-D weight and no submodules."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, nn.Parameter) and weight.ndim == 1 and not any(module.children())
