@@ -21,7 +21,7 @@ from mini_llm.quant import (
     mx_quantize,
     quantize,
 )
-from mini_llm.quant.calibrated import _apply_awq, record_inputs, store_blocks
+from mini_llm.quant.calibrated import _apply_awq, block_calls, next_calls, record_inputs, store_blocks
 from mini_llm.quant.formats import parse_format, store_matrix
 from mini_llm.scaling import zoo
 from mini_llm.scaling.formats import FOLDS, run_formats, stored_bits
@@ -112,7 +112,12 @@ def test_recorded_inputs_are_what_each_linear_layer_sees():
     block = model.transformer.h[1]
     linears = {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
     batches = [torch.randint(0, 20, (3, 16), generator=torch.Generator().manual_seed(s)) for s in range(2)]
-    inputs = record_inputs(model, block, linears, batches, lambda m, b: m(b))
+    first = block_calls(model, model.transformer.h[0], batches, lambda m, b: m(b))
+    inputs = record_inputs(block, linears, next_calls(model.transformer.h[0], first))
+    assert all(torch.equal(a, b) for a, b in zip(  # stopping at block 1 gives the same arguments
+        inputs["attn.c_attn"].split(48),
+        record_inputs(block, linears, block_calls(model, block, batches, lambda m, b: m(b)))["attn.c_attn"].split(48),
+        strict=True))
     with torch.no_grad():
         expected = []
         for batch in batches:
@@ -133,7 +138,7 @@ def test_awq_folds_keep_the_function(make):
     before = model(idx).logits
     block = (model.transformer.h if isinstance(model, GPT) else model.model.layers)[0]
     linears = {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
-    inputs = record_inputs(model, block, linears, [idx], lambda m, b: m(b))
+    inputs = record_inputs(block, linears, block_calls(model, block, [idx], lambda m, b: m(b)))
     norm_before = [p.clone() for p in block.parameters() if p.ndim == 1]
     applied = _apply_awq(block, linears, inputs, parse_format("awq-int2-tensor"), FOLDS[type(block).__name__])
     assert applied == (2 if isinstance(model, GPT) else 3)
@@ -169,7 +174,7 @@ def test_sequential_gptq_sees_the_quantized_earlier_blocks():
     store_blocks(reference, [reference.transformer.h[0]], "gptq-int3-tensor", batches, lambda m, b: m(b))
     block = reference.transformer.h[1]
     linears = {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
-    inputs = record_inputs(reference, block, linears, batches, lambda m, b: m(b))
+    inputs = record_inputs(block, linears, block_calls(reference, block, batches, lambda m, b: m(b)))
     for name, layer in linears.items():
         expected, _ = store_matrix(layer.weight, "gptq-int3-tensor", inputs[name])
         torch.testing.assert_close(model.transformer.h[1].get_submodule(name).weight, expected)

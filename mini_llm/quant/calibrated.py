@@ -1,15 +1,17 @@
 """Store every linear layer of a model's blocks in one format, block after block, with GPTQ and AWQ calibrated as
 in their papers.
 
-Blocks are processed in order. For a calibrated format, the inputs of the block's linear layers are recorded on
-calibration batches run through the model as it is at that point (earlier blocks already stored in the format), as
-GPTQ's sequential reference does; the forward pass stops at the end of the block. GPTQ then picks each layer's codes
-from its own inputs. AWQ searches one scale vector per fold (a previous operation and the linear layers that read its
-output: a LayerNorm and q/k/v, up_proj and down_proj, v and the output projection), folds it into the model with
-``fold_scales`` (the model computes the same function) and stores the layers by round-to-nearest; layers outside any
-fold are stored by plain round-to-nearest, as in the reference code. The weights are replaced in place by what the
-format stores, decoded to float: the model then computes exactly what the format's kernels compute, up to the order
-of float summation.
+Blocks are processed in order, each feeding the next (a transformer's list of layers). For a calibrated format, the
+calibration batches run through the model once, stopped at the first block, whose call arguments are kept; each
+block is then called on its kept arguments to record the inputs of its linear layers, stored, and called again to
+give the next block its arguments (hidden states first, the rest such as positions or masks unchanged): the inputs
+of a block come from the earlier blocks already stored in the format, as in GPTQ's sequential reference code.
+GPTQ then picks each layer's codes from its own inputs. AWQ searches one scale vector per fold (a previous operation
+and the linear layers that read its output: a LayerNorm and q/k/v, up_proj and down_proj, v and the output
+projection), folds it into the model with ``fold_scales`` (the model computes the same function) and stores the
+layers by round-to-nearest; layers outside any fold are stored by plain round-to-nearest, as in the reference code.
+The weights are replaced in place by what the format stores, decoded to float: the model then computes exactly what
+the format's kernels compute, up to the order of float summation.
 """
 
 from __future__ import annotations
@@ -25,17 +27,52 @@ from mini_llm.quant.formats import WeightFormat, parse_format, store_matrix
 Fold = tuple[str, tuple[str, ...]]  # (previous operation, linear layers reading its output), names inside a block
 
 
-class _BlockDone(Exception):
-    """Raised by a forward hook at the end of the block whose inputs are recorded."""
+Call = tuple[tuple, dict]  # the positional and keyword arguments of one call of a block
+
+
+class _BlockReached(Exception):
+    """Raised by a forward pre-hook when the model reaches the block whose arguments are kept."""
 
 
 @torch.no_grad()
-def record_inputs(
-    model: nn.Module, block: nn.Module, linears: dict[str, nn.Linear], calibration: Iterable[object],
-    forward: Callable[[nn.Module, object], object],
-) -> dict[str, torch.Tensor]:
-    """The inputs (n, in) float32 of each linear layer of block over the calibration batches (run as forward(model,
-    batch), stopped after the block)."""
+def block_calls(
+    model: nn.Module, block: nn.Module, calibration: Iterable[object], forward: Callable[[nn.Module, object], object]
+) -> list[Call]:
+    """The arguments block is called with for each calibration batch (run as forward(model, batch), stopped there)."""
+    calls: list[Call] = []
+
+    def keep(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        calls.append((args, kwargs))
+        raise _BlockReached
+
+    handle = block.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        for batch in calibration:
+            try:
+                forward(model, batch)
+            except _BlockReached:
+                pass
+    finally:
+        handle.remove()
+    if not calls:
+        raise ValueError("calibration must hold at least one batch that reaches the first block")
+    return calls
+
+
+@torch.no_grad()
+def next_calls(block: nn.Module, calls: Sequence[Call]) -> list[Call]:
+    """The arguments of the block after block: block's hidden-state output in place of its first argument."""
+    following = []
+    for args, kwargs in calls:
+        out = block(*args, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out  # (B, T, C); blocks may also return a cache or weights
+        following.append(((hidden, *args[1:]), kwargs))
+    return following
+
+
+@torch.no_grad()
+def record_inputs(block: nn.Module, linears: dict[str, nn.Linear], calls: Sequence[Call]) -> dict[str, torch.Tensor]:
+    """The inputs (n, in) float32 of each linear layer of block over its calls (from block_calls or next_calls)."""
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
 
     def keep(name: str) -> Callable:
@@ -43,22 +80,16 @@ def record_inputs(
             seen[name].append(args[0].detach().float().reshape(-1, module.in_features))  # (tokens, in)
         return hook
 
-    def stop(module: nn.Module, args: tuple, output: object) -> None:
-        raise _BlockDone
-
     handles = [m.register_forward_pre_hook(keep(name)) for name, m in linears.items()]
-    handles.append(block.register_forward_hook(stop))
     try:
-        for batch in calibration:
-            try:
-                forward(model, batch)
-            except _BlockDone:
-                pass
+        for args, kwargs in calls:
+            block(*args, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
-    if any(not parts for parts in seen.values()):
-        raise ValueError("calibration must hold at least one batch that runs through every linear layer")
+    missing = [name for name, parts in seen.items() if not parts]
+    if missing:
+        raise ValueError(f"the block's calls never ran its linear layers {missing}")
     return {name: torch.cat(parts) for name, parts in seen.items()}
 
 
@@ -92,8 +123,9 @@ def store_blocks(
 ) -> dict[str, int]:
     """Replace the weight of every nn.Linear inside blocks (in place) by what fmt stores; {layer name: stored bits}.
 
-    calibration and forward(model, batch) are needed by GPTQ and AWQ (and ignored otherwise; pass a list, it is
-    read once per block); folds (previous operation, linear layers) name AWQ's folds inside a block.
+    blocks must follow each other in the forward pass, each feeding the next. calibration and forward(model, batch)
+    are needed by GPTQ and AWQ (and ignored otherwise); folds (previous operation, linear layers) name AWQ's folds
+    inside a block.
     """
     fmt = parse_format(fmt) if isinstance(fmt, str) else fmt
     calibration = list(calibration)
@@ -101,13 +133,16 @@ def store_blocks(
         raise ValueError(f"{fmt.spec} needs calibration batches and forward(model, batch)")
     names = {id(m): name for name, m in model.named_modules()}
     bits: dict[str, int] = {}
-    for block in blocks:
+    calls = block_calls(model, blocks[0], calibration, forward) if fmt.calibrated and blocks else []
+    for index, block in enumerate(blocks):
         linears = {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
-        inputs = record_inputs(model, block, linears, calibration, forward) if fmt.calibrated else {}
+        inputs = record_inputs(block, linears, calls) if fmt.calibrated else {}
         if fmt.method == "awq":
             _apply_awq(block, linears, inputs, fmt, folds)
         for name, layer in linears.items():
             stored, layer_bits = store_matrix(layer.weight, fmt, inputs.get(name))
             layer.weight.copy_(stored)
             bits[names[id(layer)]] = layer_bits
+        if fmt.calibrated and index + 1 < len(blocks):
+            calls = next_calls(block, calls)  # the stored block's outputs feed the next one
     return bits

@@ -6,10 +6,10 @@ Subjects:
 - ``zoo-<size>``: each cached model of the main zoo at its final checkpoint; held-out perplexity per character on
   the zoo's 64 validation windows; calibration on 32 training windows of 128 characters (4,096 inputs per layer).
 - ``minilm``: all-MiniLM-L6-v2; sentence-embedding error 1 - cos(e, e_fp32) averaged over 256 sentences from the end of
-  the World English Bible; calibration on 16 windows of 128 word pieces from its beginning.
+  the World English Bible; calibration on 64 windows of 128 word pieces from its beginning (8,192 inputs per layer).
 - ``smollm2``: SmolLM2-135M-Instruct from its GGUF file (Q4_1 weights dequantized: see ``llm_ppl``); perplexity per
-  token on 4 windows of 512 tokens at the end of the World English Bible; calibration on 4 windows of 512 tokens
-  from its beginning (no overlap with the measured text).
+  token on 4 windows of 512 tokens at the end of the World English Bible; calibration on 16 windows of 512 tokens
+  from its beginning (8,192 inputs per layer, 5.3 times the widest layer's 1,536; no overlap with the measured text).
 
 Every subject starts from its 16-bit model (parameters rounded to float16). Each format stores the linear layers of
 the transformer blocks (``quant.calibrated.store_blocks``); the token embedding (tied to the LM head), norms, biases
@@ -63,6 +63,7 @@ FOLDS: dict[str, tuple[Fold, ...]] = {  # AWQ's folds per block class, as the re
 }
 ZOO_CALIBRATION_WINDOWS = 32
 MINILM_SENTENCES = 256
+CALIBRATION_CHARS = 60_000  # the beginning of the World English Bible (Genesis), about 14,000 tokens
 COLUMNS = (
     "model", "format", "method", "name", "bits", "blocksize", "metric", "value", "loss",
     "total_bits", "linear_bits", "embedding_bits", "other_bits", "params", "bits_per_param",
@@ -135,8 +136,8 @@ def minilm_subject() -> Subject:
     reference = encode_sentences(model, tokenizer, sentences)  # (N, C) unit length, float32 weights
     whole = Tokenizer.from_str(tokenizer.to_str())  # the same tokenizer without its truncation to 256 pieces
     whole.no_truncation()
-    ids = torch.tensor(whole.encode(text[:20_000]).ids[:-1], dtype=torch.long)  # (N,) without the final [SEP]
-    calibration = list(held_out_windows(ids, 128, 16)[0].split(4))  # (4, 128) each
+    ids = torch.tensor(whole.encode(text[:CALIBRATION_CHARS]).ids[:-1], dtype=torch.long)  # (N,) without [SEP]
+    calibration = list(held_out_windows(ids, 128, 64)[0].split(4))  # 16 x (4, 128)
 
     def score(m: nn.Module) -> tuple[str, float, float]:
         cosine = (encode_sentences(m, tokenizer, sentences) * reference).sum(dim=1)  # (N,)
@@ -157,8 +158,8 @@ def smollm2_subject(eval_tokens: int = 2048, window: int = 512) -> Subject:
     model = to_16bit(llama_from_reader(reader)).eval()
     tokenizer = gguf_tokenizer(reader)
     x, y = text_windows(tokenizer, "english", eval_tokens, window)  # (W, window) each
-    start = torch.tensor(tokenizer.encode(load_world_english_bible()[:20_000]).ids, dtype=torch.long)  # (N,)
-    calibration = list(held_out_windows(start, window, 4)[0].split(1))  # (1, window) each
+    start = torch.tensor(tokenizer.encode(load_world_english_bible()[:CALIBRATION_CHARS]).ids, dtype=torch.long)
+    calibration = list(held_out_windows(start, window, 16)[0].split(2))  # 8 x (2, window)
 
     def score(m: nn.Module) -> tuple[str, float, float]:
         metrics = evaluate(m, x, y, batch_size=2)
