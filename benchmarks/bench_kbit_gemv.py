@@ -12,7 +12,9 @@ stays steady while the machine's bandwidth drifts from run to run (48-89 GB/s se
 and bf16; torch's aten int4 weight-only kernel
 (_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
 _convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm k = 3 (NF3), 4 (NF4, int4), 8 (int8,
-NF8), float32 input and absmax per 64. A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
+NF8), float32 input and absmax per 64; MXFP4 and MXFP6 E2M3 converted exactly to k-bit states (blocks of 32, the
+same kernels); llama.cpp's Q4_K straight from its GGUF bytes (mini_llm.kernels.kquant_cpu, portable Numba).
+A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
 The compute ceiling for a roofline is measured too: float32 GFLOP/s of torch.mm on two 2048x2048 matrices
 (the fastest of 10 calls).
 ``--csv PATH`` also writes the table as CSV, headed by comment lines (``# key: value``) with the command, the
@@ -55,7 +57,8 @@ from common import (
 
 from mini_llm import kernels
 from mini_llm.helpers import threads
-from mini_llm.quant import quantize
+from mini_llm.kernels.kquant_cpu import gemv_q4_k
+from mini_llm.quant import gguf_quantize, mx_quantize, mx_to_kbit, quantize
 
 COLUMNS = (
     "shape",
@@ -188,6 +191,13 @@ def candidates(W: torch.Tensor, x: torch.Tensor, peers: bool) -> dict[str, tuple
         packed, state = quantize(W, bits, book, 64)
         nbytes = packed.numel() + 4 * state.absmax.numel()
         add(f"mini_llm k={bits} {label}", nbytes, lambda p=packed: p.clone(), lambda p, s=state: kernels.gemv(p, s, x))
+    for fmt, label in (("mxfp4", "MXFP4"), ("mxfp6_e2m3", "MXFP6 E2M3")):  # as k-bit states: the same kernels
+        packed, state = mx_to_kbit(*mx_quantize(W, fmt))
+        nbytes = packed.numel() + 4 * state.absmax.numel()  # the k-bit state reads float32 scales, not E8M0 bytes
+        add(f"mini_llm {label} (k-bit, 32)", nbytes, lambda p=packed: p.clone(),
+            lambda p, s=state: kernels.gemv(p, s, x))
+    blocks = gguf_quantize(W, "q4_k")  # (N, K / 256 * 144) uint8, llama.cpp's bytes
+    add("mini_llm Q4_K (GGUF bytes)", blocks.size, blocks.copy, lambda b: gemv_q4_k(b, (N, K), x))
     return out
 
 

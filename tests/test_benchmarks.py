@@ -91,12 +91,13 @@ def test_kbit_gemv_table_and_csv(
     monkeypatch.setattr(bench, "COLD_BYTES", 2**16)  # a few weight copies: the smoke test checks the plumbing only
     monkeypatch.setattr(bench, "matmul_flops", lambda size=64: 1e9)
     out_csv = tmp_path / "results" / "gemv.csv"
-    tiny = "--shapes 64x128 --rounds 1 --burst 2 --threads 1 --no-peers".split()
+    tiny = "--shapes 64x256 --rounds 1 --burst 2 --threads 1 --no-peers".split()  # Q4_K rows hold 256 weights
     rows = bench.main([*tiny, "--csv", str(out_csv)])
     out = capsys.readouterr().out
 
     kernels_run = [row["kernel"] for row in rows]
     assert kernels_run[0] == bench.FP32 and "mini_llm k=4 NF4" in kernels_run and bench.FLOOR not in kernels_run
+    assert {"mini_llm MXFP4 (k-bit, 32)", "mini_llm Q4_K (GGUF bytes)"} <= set(kernels_run)
     for row in rows:  # % of floor: the time to read the kernel's bytes at the floor's bandwidth over its time
         floor_ms = row["MiB read"] * 2**20 / (row["floor GB/s"] * 1e9) * 1e3
         assert row["% of floor"] == pytest.approx(100 * floor_ms / row["ms (median)"])

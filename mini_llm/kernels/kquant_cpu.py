@@ -3,8 +3,10 @@
 A Q4_K row of ``in_features`` weights is ``in_features / 256`` blocks of 144 bytes: d and dmin (fp16), 12 bytes of
 6-bit sub-block scales and mins, 128 bytes of 4-bit codes (layout in mini_llm.quant.kquants). Weight
 ``64c + 32h + l`` of a block is nibble h of code byte 32c + l and belongs to sub-block 2c + h, whose value is
-``d*sc*q - dmin*m``; so each sub-block contributes ``d*sc * sum(q x) - dmin*m * sum(x)``. Each weight row is
-decoded once for all rows of x. Not registered in the kernel registry.
+``d*sc*q - dmin*m``; so each sub-block contributes ``d*sc * sum(q x) - dmin*m * sum(x)``. The sums of x per
+sub-block are computed once for all weight rows, each code byte is read once for its two nibbles, and d, dmin
+multiply once per block. Portable Numba (no explicit SIMD): about 6 times the time of the NF4 AVX-512 kernel on the
+same bytes. Not registered in the kernel registry (its weight is GGUF bytes, not a QuantState).
 """
 
 from __future__ import annotations
@@ -44,34 +46,38 @@ def _scale_min(data, base, j):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _gemv_q4_k(data, n_rows, n_cols, x, out):  # pragma: no cover - compiled
-    """out[b, r] = sum_i W[r, i] x[b, i] for W given as Q4_K bytes (n_rows * n_cols / 256 * 144,)."""
+def _gemv_q4_k(data, n_rows, n_cols, x, xsum, out):  # pragma: no cover - compiled
+    """out[b, r] = sum_i W[r, i] x[b, i] for W given as Q4_K bytes (n_rows * n_cols / 256 * 144,); xsum[b, s] is the
+    sum of x[b] over sub-block s (32 columns), shared by every row."""
     n_batch = x.shape[0]
     blocks = n_cols // Q4_K_BLOCK
     row_bytes = blocks * Q4_K_BYTES
     for r in prange(n_rows):
-        acc = np.zeros(n_batch, dtype=np.float32)
-        for blk in range(blocks):
-            base = r * row_bytes + blk * Q4_K_BYTES
-            d = _half(data[base], data[base + 1])
-            dmin = _half(data[base + 2], data[base + 3])
-            for j in range(8):  # sub-blocks of 32: chunk c = j // 2 of 32 code bytes, nibble h = j % 2
-                sc, m = _scale_min(data, base + 4, j)
-                scale = d * np.float32(sc)
-                offset = dmin * np.float32(m)
-                codes = base + 16 + (j // 2) * 32
-                shift = 4 * (j % 2)
-                col = blk * Q4_K_BLOCK + j * 32
-                for b in range(n_batch):
-                    dot = np.float32(0.0)
-                    total = np.float32(0.0)
-                    for i in range(32):
-                        xi = x[b, col + i]
-                        dot += np.float32((data[codes + i] >> shift) & 0xF) * xi
-                        total += xi
-                    acc[b] += scale * dot - offset * total
         for b in range(n_batch):
-            out[b, r] = acc[b]
+            xb, sums = x[b], xsum[b]  # (in,), (in / 32,)
+            acc = np.float32(0.0)
+            for blk in range(blocks):
+                base = r * row_bytes + blk * Q4_K_BYTES
+                scaled = np.float32(0.0)  # sum over sub-blocks of sc * sum(q x)
+                offset = np.float32(0.0)  # sum over sub-blocks of m * sum(x)
+                for c in range(4):  # 32 code bytes: low nibbles are sub-block 2c, high nibbles sub-block 2c + 1
+                    sc_lo, m_lo = _scale_min(data, base + 4, 2 * c)
+                    sc_hi, m_hi = _scale_min(data, base + 4, 2 * c + 1)
+                    codes = data[base + 16 + c * 32 : base + 48 + c * 32]  # (32,)
+                    xs = xb[blk * Q4_K_BLOCK + c * 64 : blk * Q4_K_BLOCK + c * 64 + 64]  # (64,)
+                    dot_lo = np.float32(0.0)
+                    dot_hi = np.float32(0.0)
+                    for i in range(32):  # each code byte read once
+                        q = np.int32(codes[i])
+                        dot_lo += np.float32(q & 15) * xs[i]
+                        dot_hi += np.float32(q >> 4) * xs[32 + i]
+                    sub = blk * 8 + 2 * c
+                    scaled += np.float32(sc_lo) * dot_lo + np.float32(sc_hi) * dot_hi
+                    offset += np.float32(m_lo) * sums[sub] + np.float32(m_hi) * sums[sub + 1]
+                d = _half(data[base], data[base + 1])
+                dmin = _half(data[base + 2], data[base + 3])
+                acc += d * scaled - dmin * offset
+            out[b, r] = acc
 
 
 def check_q4_k_args(data: object, shape: object, x: object) -> tuple[np.ndarray, int, int, torch.Tensor]:
@@ -100,6 +106,7 @@ def gemv_q4_k(data: np.ndarray, shape: tuple[int, int], x: torch.Tensor) -> torc
     """y = x W^T for W (out, in) stored as Q4_K bytes: x (..., in) -> (..., out) float32 on the CPU."""
     flat, rows, cols, x = check_q4_k_args(data, shape, x)
     xs = x.detach().to("cpu", torch.float32).reshape(-1, cols).contiguous().numpy()  # (batch, in)
+    xsum = xs.reshape(xs.shape[0], -1, 32).sum(axis=2, dtype=np.float32)  # (batch, in / 32) per sub-block
     out = np.empty((xs.shape[0], rows), dtype=np.float32)  # (batch, out)
-    _gemv_q4_k(flat, rows, cols, xs, out)
+    _gemv_q4_k(flat, rows, cols, xs, xsum, out)
     return torch.from_numpy(out).reshape(*x.shape[:-1], rows)
