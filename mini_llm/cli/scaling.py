@@ -75,7 +75,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="with --ray: CPUs of the local cluster (default 2); with an ADDRESS, the most tasks "
                             "running at once (default: every CPU of the cluster)")
 
-
     formats = add_command(
         commands, "formats", "round-to-nearest, GPTQ, AWQ, MX/NVFP4 and k-quants on one bit axis", run_formats,
         description="Store the linear layers of the cached zoo models, all-MiniLM-L6-v2 and SmolLM2-135M in many "

@@ -25,8 +25,6 @@ from mini_llm.quant.awq import awq_search, fold_scales
 from mini_llm.quant.formats import WeightFormat, parse_format, store_matrix
 
 Fold = tuple[str, tuple[str, ...]]  # (previous operation, linear layers reading its output), names inside a block
-
-
 Call = tuple[tuple, dict]  # the positional and keyword arguments of one call of a block
 
 

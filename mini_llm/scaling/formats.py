@@ -194,12 +194,12 @@ def measure(subject: Subject, spec: str) -> dict[str, object]:
     """One CSV row: subject's 16-bit model stored in format spec, scored and counted."""
     fmt = parse_format(spec)
     start = time.perf_counter()
-    model = copy.deepcopy(subject.model)
-    blocks = [model.get_submodule(_path(subject.model, b)) for b in subject.blocks]
+    copies: dict[int, object] = {}  # deepcopy's memo: id of each original object -> its copy
+    model = copy.deepcopy(subject.model, copies)
+    blocks = [copies[id(block)] for block in subject.blocks]
     layer_bits = store_blocks(model, blocks, fmt, subject.calibration, subject.forward, _folds(blocks))
     metric, value, loss = subject.score(model)
-    embedding = model.get_submodule(_path(subject.model, subject.embedding))
-    parts = stored_bits(model, layer_bits, embedding)
+    parts = stored_bits(model, layer_bits, copies[id(subject.embedding)])
     params = sum(p.numel() for p in model.parameters())
     weights = sum(model.get_submodule(name).weight.numel() for name in layer_bits)
     total = sum(parts.values())
@@ -213,11 +213,6 @@ def measure(subject: Subject, spec: str) -> dict[str, object]:
         "weight_error": repr(error),
         "seconds": f"{time.perf_counter() - start:.2f}", "mini_llm_version": __version__,
     }
-
-
-def _path(model: nn.Module, module: nn.Module) -> str:
-    """The name of module inside model."""
-    return next(name for name, m in model.named_modules() if m is module)
 
 
 def _folds(blocks: Sequence[nn.Module]) -> tuple[Fold, ...]:
