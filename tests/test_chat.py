@@ -8,6 +8,7 @@ import torch
 
 from mini_llm.interop.gguf import gguf_tokenizer, read_gguf, render_chat, smollm2_path
 from mini_llm.nn.llama import Llama, LlamaConfig
+from mini_llm.quant import quantize_model
 from mini_llm.tasks.chat import Chat, ChatSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,6 +49,23 @@ def test_greedy_replies_repeat_and_stop_tokens_end_them(reader):
     stopper = tiny_chat(reader, greedy=True)
     stopper.stop_ids = set(range(stopper.tokenizer.get_vocab_size()))  # every token ends the reply
     assert list(stopper.reply("Hi")) == [] and stopper.messages[-1] == {"role": "assistant", "content": ""}
+
+
+def test_fused_decoding_gives_the_eager_replies(reader):
+    tokenizer = gguf_tokenizer(reader)
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=tokenizer.get_vocab_size(), block_size=512, n_layer=2, n_head=4,
+                              n_kv_head=2, n_embd=64, n_inner=128)).eval()
+    quantize_model(model, 4, "nf", 32)
+    chats = [Chat(model, tokenizer, lambda messages: render_chat(reader, messages), {2},
+                  ChatSettings(max_new_tokens=10, greedy=True), fused=fused) for fused in (False, None)]
+    assert chats[0].decoder is None and chats[1].decoder is not None  # None: fused when the model allows it
+    for text in ("Hello!", "And then?"):
+        assert list(chats[0].reply(text)) == list(chats[1].reply(text))
+    assert chats[0].tokens == chats[1].tokens and chats[1].decoder.length == len(chats[1].tokens)
+    plain = Llama(LlamaConfig(vocab_size=10, n_layer=1, n_head=4, n_kv_head=2, n_embd=64, n_inner=128))
+    with pytest.raises(ValueError, match="fused=True needs a model FusedLlamaDecoder can run: model.layers.0"):
+        Chat(plain, tokenizer, str, {2}, fused=True)
 
 
 def test_a_conversation_longer_than_the_context_is_refused(reader):

@@ -349,6 +349,51 @@ def gemv_array(
     return out[0] if squeeze else out
 
 
+_ROW_KERNELS: dict[tuple, tuple[object, int]] = {}
+
+
+def row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backend: str = "auto") -> tuple[object, int]:
+    """(run, repeat): a Numba function run(packed, absmax, x (B, K), out (B, N)) that sets out = x @ W.T for W's rows of
+    n_cols codes in blocks of blocksize (a divisor of n_cols, no offsets), callable from Python and from other Numba
+    code (a whole decode step); absmax must hold each block scale repeat times. The kernels of gemv_array: simd
+    where it applies (unless backend is 'portable'), portable otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if blocksize <= 0 or n_cols % blocksize:
+        raise ValueError(f"blocksize must divide the row length {n_cols}, got {blocksize}")
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    key = (bits, table.tobytes(), n_cols, blocksize, backend)
+    if key not in _ROW_KERNELS:
+        _ROW_KERNELS[key] = _build_row_kernel(bits, table, n_cols, blocksize, backend)
+    return _ROW_KERNELS[key]
+
+
+def _build_row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backend: str) -> tuple[object, int]:
+    """row_kernel without the cache: the kernel with its constant inputs bound in a small Numba closure."""
+    use_simd = simd_applies(bits, (1, n_cols), table, blocksize)
+    if backend == "simd" and not use_simd:
+        raise ValueError(f"backend 'simd' does not apply to bits={bits}, K={n_cols}, blocksize={blocksize} here")
+    if use_simd and backend != "portable":
+        p = cpu_simd.plan(bits, table, n_cols, blocksize)
+        kernel, x_lanes, k_table, k_blocksize = p.kernel, p.x_lanes, p.table, p.blocksize
+
+        @njit
+        def run_simd(packed, absmax, x, out):  # pragma: no cover - compiled
+            kernel(packed, x, x_lanes, k_table, absmax, out.shape[1], x.shape[1], k_blocksize, out)
+
+        return run_simd, p.repeat
+    if bits not in _PORTABLE:
+        _PORTABLE[bits] = _build_portable(bits)
+    portable, affine = _PORTABLE[bits], cpu_simd.is_affine(table)
+
+    @njit
+    def run_portable(packed, absmax, x, out):  # pragma: no cover - compiled
+        offset = np.zeros_like(absmax)
+        portable(packed, out.shape[1], x.shape[1], table, affine, absmax, offset, blocksize, x, out)
+
+    return run_portable, 1
+
+
 def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
     """t as a float32 or uint8 numpy array (shared memory when t is a CPU tensor without grad)."""
     if t is None:

@@ -20,6 +20,8 @@ Numba kernel in mini_llm.kernels.cpu serves every other case and is what this on
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -547,29 +549,51 @@ def reorder_aligned(x, order):  # pragma: no cover - compiled
     return out
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The compiled kernel and its constant inputs for one (bits, table, K, blocksize) with blocks inside rows.
+
+    ``kernel(packed, x, x_lanes, table, absmax, n_rows, n_cols, blocksize, out)`` runs with table = ``table``,
+    x_lanes = ``x_lanes`` and blocksize = ``blocksize``; its absmax holds each block scale ``repeat`` times (the
+    3-bit 'group3' walk takes one scale per 64 codes).
+    """
+
+    kernel: Any
+    x_lanes: np.ndarray
+    table: np.ndarray
+    blocksize: int
+    repeat: int
+
+
+def plan(bits: int, table: np.ndarray, n_cols: int, blocksize: int) -> Plan:
+    """The Plan for rows of n_cols codes in blocks of blocksize (a divisor of n_cols); the caller checked that the
+    SIMD kernel applies (cpu.simd_applies)."""
+    mode = lookup_mode(bits, table)
+    if mode is None:
+        raise ValueError(f"no SIMD look-up for bits={bits} with a non-affine table")
+    walk = layout(bits, mode, n_cols, blocksize)
+    repeat = blocksize // 64 if walk == "group3" else 1  # group3: one scale per 64 codes
+    k_blocksize = blocksize // repeat
+    chunks = k_blocksize // chunk_codes(mode)
+    unroll = chunks if walk != "group3" and chunks in UNROLL_CHUNKS else 0
+    return Plan(_kernel(bits, mode, walk, unroll), x_order(bits, mode, walk), kernel_table(bits, table, mode),
+                k_blocksize, repeat)
+
+
 def gemv(
     packed: np.ndarray, bits: int, shape: tuple[int, int], table: np.ndarray, absmax: np.ndarray,
     offset: np.ndarray | None, blocksize: int, x: np.ndarray, out: np.ndarray,
 ) -> None:
     """out (B, N) = x (B, K) @ W.T with the AVX-512 kernel; the caller checked that it applies (cpu.simd_applies)."""
     n_rows, n_cols = shape
-    mode = lookup_mode(bits, table)
-    if mode is None:
-        raise ValueError(f"no SIMD look-up for bits={bits} with a non-affine table")
     if n_cols % blocksize != 0:  # blocks span whole rows (blocksize a multiple of K): one scale per row
         first_block = np.arange(n_rows, dtype=np.int64) * n_cols // blocksize  # (N,)
         absmax = np.ascontiguousarray(absmax[first_block])
         offset = None if offset is None else np.ascontiguousarray(offset[first_block])
         blocksize = n_cols
-    walk = layout(bits, mode, n_cols, blocksize)
-    k_absmax, k_blocksize = absmax, blocksize
-    if walk == "group3" and blocksize != 64:  # one scale per 64 codes
-        k_absmax, k_blocksize = np.repeat(absmax, blocksize // 64), 64
-    chunks = k_blocksize // chunk_codes(mode)
-    unroll = chunks if walk != "group3" and chunks in UNROLL_CHUNKS else 0
-    kernel = _kernel(bits, mode, walk, unroll)
-    x_lanes = x_order(bits, mode, walk)
-    kernel(packed, x, x_lanes, kernel_table(bits, table, mode), k_absmax, n_rows, n_cols, k_blocksize, out)
+    p = plan(bits, table, n_cols, blocksize)
+    k_absmax = np.repeat(absmax, p.repeat) if p.repeat > 1 else absmax
+    p.kernel(packed, x, p.x_lanes, p.table, k_absmax, n_rows, n_cols, p.blocksize, out)
     if offset is not None:  # sum_b offset[r, b] * sum(x over block b's columns)
         blocks_per_row = n_cols // blocksize
         x_sums = x.reshape(x.shape[0], blocks_per_row, blocksize).sum(axis=2)  # (B, K / blocksize)

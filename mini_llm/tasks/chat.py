@@ -3,6 +3,7 @@
 Each turn renders the whole conversation with the model's chat template, keeps the part of the KV cache whose tokens
 are unchanged (the earlier turns: the template renders them the same way again) and feeds only the new tokens.
 Replies are decoded as they are generated and handed out piece by piece, never splitting a multi-byte character.
+A model with k-bit linear layers decodes through FusedLlamaDecoder (one compiled call per token) unless fused=False.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from mini_llm.generation import sample_next_token
 from mini_llm.helpers import check_int
 from mini_llm.nn.kv_cache import truncate_cache
+from mini_llm.tasks.fused_llama import FusedLlamaDecoder, fusion_problem
 
 Render = Callable[[list[dict[str, str]]], str]  # messages -> the prompt text, ending with the assistant's header
 
@@ -43,10 +45,15 @@ class Chat:
     settings: ChatSettings = field(default_factory=ChatSettings)
     messages: list[dict[str, str]] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)  # the ids the cache holds, in order
-    cache: list | None = None
+    cache: list | None = None  # the model's KV cache (None while fused)
+    fused: bool | None = None  # decode with FusedLlamaDecoder: None = when the model allows it (k-bit linear layers)
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.settings.max_new_tokens, 1)
+        problem = fusion_problem(self.model)
+        if self.fused and problem is not None:
+            raise ValueError(f"fused=True needs a model FusedLlamaDecoder can run: {problem}")
+        self.decoder = FusedLlamaDecoder(self.model) if self.fused is not False and problem is None else None
         self.generator = torch.Generator()
         self.generator.manual_seed(self.settings.seed if self.settings.seed is not None else torch.seed())
 
@@ -62,6 +69,11 @@ class Chat:
             raise ValueError(f"the conversation ({len(ids)} tokens) plus a reply of up to "
                              f"{self.settings.max_new_tokens} tokens exceeds the model's context of {limit} tokens: "
                              "start a new chat or lower --max-new-tokens")
+        if self.decoder is not None:
+            self.decoder.truncate(keep)
+            logits = self.decoder.forward(ids[keep:])  # (V,)
+            self.tokens = list(ids)
+            return logits
         new = torch.tensor([ids[keep:]])  # (1, T_new)
         with torch.no_grad():
             out = self.model(new, past_key_values=self.cache, use_cache=True)
