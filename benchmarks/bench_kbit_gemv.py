@@ -12,7 +12,9 @@ stays steady while the machine's bandwidth drifts from run to run (48-89 GB/s se
 and bf16; torch's aten int4 weight-only kernel
 (_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
 _convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm k = 3 (NF3), 4 (NF4, int4), 8 (int8,
-NF8), float32 input and absmax per 64; MXFP4 and MXFP6 E2M3 converted exactly to k-bit states (blocks of 32, the
+NF8), float32 input and absmax per 64, NF4 also through the portable kernel (plain Numba, what a CPU without AVX2
+runs); the SIMD kernels are AVX-512 or, without it (MINI_LLM_NO_AVX512=1, or NUMBA_CPU_NAME=haswell to compile for
+an AVX2-only CPU), AVX2; MXFP4 and MXFP6 E2M3 converted exactly to k-bit states (blocks of 32, the
 same kernels); llama.cpp's Q4_K straight from its GGUF bytes (mini_llm.kernels.kquant_cpu, portable Numba).
 A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
 The compute ceiling for a roofline is measured too: float32 GFLOP/s of torch.mm on two 2048x2048 matrices
@@ -119,6 +121,9 @@ def matmul_flops(size: int = 2048) -> float:
     return 2 * size**3 / min(time_call(lambda: torch.mm(a, b)) for _ in range(10))
 
 
+SIMD_SWITCHES = ("MINI_LLM_NO_AVX512", "MINI_LLM_NO_AVX2", "NUMBA_CPU_NAME")  # set, they go into the CSV's command
+
+
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> None:
     """rows as CSV (full float precision) after one '# key: value' comment line per header entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +196,9 @@ def candidates(W: torch.Tensor, x: torch.Tensor, peers: bool) -> dict[str, tuple
         packed, state = quantize(W, bits, book, 64)
         nbytes = packed.numel() + 4 * state.absmax.numel()
         add(f"mini_llm k={bits} {label}", nbytes, lambda p=packed: p.clone(), lambda p, s=state: kernels.gemv(p, s, x))
+        if label == "NF4":  # the plain-Numba kernel every CPU runs, beside the SIMD one
+            add("mini_llm k=4 NF4 (portable)", nbytes, lambda p=packed: p.clone(),
+                lambda p, s=state: kernels.gemv(p, s, x, backend="portable"))
     for fmt, label in (("mxfp4", "MXFP4"), ("mxfp6_e2m3", "MXFP6 E2M3")):  # as k-bit states: the same kernels
         packed, state = mx_to_kbit(*mx_quantize(W, fmt))
         nbytes = packed.numel() + 4 * state.absmax.numel()  # the k-bit state reads float32 scales, not E8M0 bytes
@@ -215,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     with threads(args.threads), torch.no_grad():
         info = machine_info()
         info["numba threads"] = numba.get_num_threads()
-        info["AVX-512 kernels"] = kernels.HAS_AVX512
+        info["SIMD kernels"] = "AVX-512" if kernels.HAS_AVX512 else "AVX2" if kernels.HAS_AVX2 else "none (portable)"
+        info["NUMBA_CPU_NAME"] = os.environ.get("NUMBA_CPU_NAME", "host")
         info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "unset")
         print_machine(info)
         flops = matmul_flops()
@@ -266,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             print(f"quantize NF4 4096x4096 (blocks of 64): {rate / 1e6:.0f} M params/s")
         if args.csv is not None:
             header = {
-                "command": "python benchmarks/bench_kbit_gemv.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                "command": " ".join([*(f"{k}={os.environ[k]}" for k in SIMD_SWITCHES if k in os.environ),
+                                     "python benchmarks/bench_kbit_gemv.py",
+                                     *(sys.argv[1:] if argv is None else argv)]),
                 "machine": format_machine(info).removeprefix("machine: "),
                 "read bandwidth GB/s": f"{bandwidth / 1e9:.2f}",
                 "fp32 matmul GFLOP/s": f"{flops / 1e9:.1f}",

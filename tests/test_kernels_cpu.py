@@ -14,7 +14,7 @@ from mini_llm import kernels
 from mini_llm.kernels import cpu, cpu_simd, reference
 from mini_llm.quant import codebook, dequantize, quantize
 
-BACKENDS = ["portable"] + (["simd"] if kernels.HAS_AVX512 else [])
+BACKENDS = ["portable"] + (["simd"] if kernels.HAS_SIMD else [])
 
 
 def case(bits, name, n_rows, n_cols, blocksize, centered, seed=0):
@@ -133,11 +133,42 @@ def test_x_is_reordered_to_the_decode_order_on_a_cache_line(bits, mode, walk, or
     np.testing.assert_array_equal(got, expected)
     assert got.ctypes.data % 64 == 0 and got.flags.c_contiguous
 
-def test_no_avx512_switch_selects_portable_kernels():
+AVX2_CHECK = """
+import numpy as np
+from mini_llm.kernels import cpu, cpu_simd, reference
+from mini_llm.quant import codebook
+assert not cpu_simd.HAS_AVX512 and not cpu_simd.HAS_VBMI and cpu_simd.HAS_AVX2 and cpu_simd.HAS_SIMD
+rng = np.random.default_rng(0)
+for bits, name, shape, blocksize, centered, batch in [
+        (4, "nf", (9, 256), 64, False, 1), (4, "int", (5, 128), 32, True, 3), (3, "nf", (7, 256), 128, False, 2),
+        (2, "int", (3, 96), 32, False, 1), (5, "float", (4, 128), 64, True, 1), (8, "int", (6, 128), 64, False, 2),
+        (4, "nf", (3, 64), 4096, False, 1)]:
+    table = codebook(name, bits).values
+    W = rng.standard_normal(shape[0] * shape[1]).astype(np.float32)
+    c, a, o = cpu.quantize_array(W, table, bits, blocksize, centered)
+    p = cpu.pack(c, bits)
+    x = rng.standard_normal((batch, shape[1])).astype(np.float32)
+    assert cpu.simd_applies(bits, shape, table, blocksize), (bits, name)
+    expected = reference.gemv_reference(p, bits, shape, table, a, o, blocksize, x)
+    got = cpu.gemv_array(p, bits, shape, table, a, o, blocksize, x, backend="simd")
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+assert not cpu.simd_applies(8, (9, 128), codebook("nf", 8).values, 64)  # a 256-value table needs VBMI
+"""
+
+
+@pytest.mark.skipif(not (kernels.HAS_AVX2 or kernels.HAS_AVX512), reason="needs an x86 CPU with AVX2")
+def test_avx2_kernels_match_the_reference():
+    """The SIMD kernels compiled for an AVX2 CPU without AVX-512 (Haswell): two 8-lane vpermps per 16 codes."""
+    env = dict(os.environ, MINI_LLM_NO_AVX512="1", NUMBA_CPU_NAME="haswell")
+    subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, check=True, timeout=600)
+
+
+def test_no_simd_switches_select_portable_kernels():
     code = (
         "import numpy as np; from mini_llm.kernels import cpu, cpu_simd, reference;"
         "from mini_llm.quant import codebook;"
-        "assert not cpu_simd.HAS_AVX512 and not cpu_simd.HAS_VBMI;"
+        "assert not cpu_simd.HAS_SIMD and not cpu_simd.HAS_VBMI;"
+        "assert not cpu.simd_applies(4, (9, 128), codebook('nf', 4).values, 64);"
         "t = codebook('nf', 8).values; rng = np.random.default_rng(0);"
         "W = rng.standard_normal(9 * 128).astype(np.float32); x = rng.standard_normal(128).astype(np.float32);"
         "c, a, o = cpu.quantize_array(W, t, 8, 64); p = cpu.pack(c, 8);"
@@ -145,7 +176,7 @@ def test_no_avx512_switch_selects_portable_kernels():
         "e = reference.gemv_reference(p, 8, (9, 128), t, a, o, 64, x);"
         "np.testing.assert_allclose(cpu.gemv_array(p, 8, (9, 128), t, a, o, 64, x), e, rtol=1e-4, atol=1e-4)"
     )
-    env = dict(os.environ, MINI_LLM_NO_AVX512="1")
+    env = dict(os.environ, MINI_LLM_NO_AVX512="1", MINI_LLM_NO_AVX2="1")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
 
 

@@ -13,7 +13,8 @@ needed only on a GPU machine.
     "cuda"           -> mini_llm.kernels.cuda        (Triton; backend 'auto' or 'triton')
 
 Outside the registry (not yet one of its operations): mini_llm.kernels.kquant_cpu, a Numba GEMV straight from the
-bytes of llama.cpp's Q4_K blocks (``gemv_q4_k``).
+bytes of llama.cpp's Q4_K blocks (``gemv_q4_k``); mini_llm.kernels.llama_cpu, a whole Llama decode step compiled
+around the CPU GEMV's row kernels (``cpu.row_kernel``, the same kernels the registry's gemv runs).
 
 May import: helpers (and torch, numpy, Numba, triton). Never quant, nn, train, tasks, scaling or cli.
 """
@@ -29,9 +30,10 @@ import torch
 
 from mini_llm.kernels import cpu, reference, registry
 from mini_llm.kernels.checks import state_fields
-from mini_llm.kernels.cpu_simd import HAS_AVX512
+from mini_llm.kernels.cpu_simd import HAS_AVX2, HAS_AVX512, HAS_SIMD
 
-__all__ = ["HAS_AVX512", "cpu", "dequantize", "gemv", "quantize", "reference", "registry", "triton_kernels"]
+__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_SIMD", "cpu", "dequantize", "gemv", "quantize", "reference", "registry",
+           "triton_kernels"]
 
 
 def triton_kernels() -> ModuleType:

@@ -304,11 +304,11 @@ def dequantize_array(
 
 
 def simd_applies(bits: int, shape: tuple[int, int], table: np.ndarray, blocksize: int) -> bool:
-    """Whether the AVX-512 GEMV handles this case: the CPU has it, the table fits a register look-up or is affine,
-    rows are whole chunks (32 codes, 64 for the byte-plane look-up of k >= 6), and blocks align with rows (blocksize
-    divides K, or K divides blocksize) and hold whole chunks."""
+    """Whether the SIMD GEMV handles this case: the CPU has AVX-512 or AVX2, the table fits a register look-up or is
+    affine, rows are whole chunks (32 codes, 64 for the byte-plane look-up of k >= 6), and blocks align with rows
+    (blocksize divides K, or K divides blocksize) and hold whole chunks."""
     n_cols = shape[1]
-    mode = cpu_simd.lookup_mode(bits, table) if cpu_simd.HAS_AVX512 else None
+    mode = cpu_simd.lookup_mode(bits, table) if cpu_simd.HAS_SIMD else None
     if mode is None:
         return False
     chunk = cpu_simd.chunk_codes(mode)
@@ -339,7 +339,7 @@ def gemv_array(
             "backend 'simd' needs a CPU with AVX-512, K a multiple of 32, blocks aligned with rows and bits <= 5 "
             "or an affine int table (k >= 6 with another table: AVX-512 VBMI, K and blocksize multiples of 64); "
             f"got bits={bits}, shape={shape}, blocksize={blocksize}, "
-            f"AVX-512={cpu_simd.HAS_AVX512}"
+            f"AVX-512={cpu_simd.HAS_AVX512}, AVX2={cpu_simd.HAS_AVX2}"
         )
     out = np.empty((x2.shape[0], n_rows), dtype=np.float32)  # (B, N)
     if use_simd and backend != "portable":

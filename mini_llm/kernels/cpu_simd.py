@@ -1,4 +1,5 @@
-"""AVX-512 k-bit GEMV for Numba: LLVM IR intrinsics that decode 32 codes at a time and look them up in registers.
+"""AVX-512 and AVX2 k-bit GEMV for Numba: LLVM IR intrinsics that decode 32 codes at a time and look them up in
+registers.
 
 Plain Numba turns a table lookup ``table[code]`` into a gather, which is no faster than reading float32 weights.
 Here a Numba ``@intrinsic`` emits the whole row loop as explicit 16-lane vectors:
@@ -13,8 +14,11 @@ Here a Numba ``@intrinsic`` emits the whole row loop as explicit 16-lane vectors
   code's top bit picking one of two halves), and the 4 planes are interleaved back into float32 (AVX-512 VBMI);
 - each block accumulates code values times x in two vector registers, scaled by the block's absmax at its end.
 
-Used only when the CPU reports AVX-512F (``HAS_AVX512``; set MINI_LLM_NO_AVX512=1 to turn it off); the portable
-Numba kernel in mini_llm.kernels.cpu serves every other case and is what this one is tested against.
+On a CPU with AVX2 and FMA but no AVX-512 (``HAS_AVX2``) the same kernels run: LLVM splits each 16-lane vector into
+two 8-lane halves, and the register look-up becomes two (or four) 8-entry ``vpermps`` per half with index bit 3 (and
+4) choosing between them; the byte-plane look-up and the 3-bit group walk need AVX-512 VBMI and are left out.
+MINI_LLM_NO_AVX512=1 turns AVX-512 off (then AVX2 is used), MINI_LLM_NO_AVX2=1 AVX2; the portable Numba kernel in
+mini_llm.kernels.cpu serves every other case and is what these are tested against.
 """
 
 from __future__ import annotations
@@ -44,6 +48,21 @@ def _host_has_avx512() -> bool:
 HAS_AVX512 = _host_has_avx512()
 
 
+def _host_has_avx2() -> bool:
+    """True when the host CPU reports AVX2 and FMA (x86 since 2013) and MINI_LLM_NO_AVX2 is not set."""
+    if os.environ.get("MINI_LLM_NO_AVX2", "") not in ("", "0"):
+        return False
+    try:
+        features = llvm_binding.get_host_cpu_features()
+    except RuntimeError:
+        return False
+    return bool(features.get("avx2", False) and features.get("fma", False))
+
+
+HAS_AVX2 = _host_has_avx2()
+HAS_SIMD = HAS_AVX512 or HAS_AVX2  # the row kernels run: 16-lane vectors, split in two by LLVM on AVX2
+
+
 def _host_has_vbmi() -> bool:
     """True when the AVX-512 kernels are on and the CPU also has AVX-512 VBMI (the byte permute vpermi2b)."""
     if not HAS_AVX512:
@@ -63,6 +82,8 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _F64 = ir.DoubleType()
 _V16F = ir.VectorType(_F32, 16)
+_V8F = ir.VectorType(_F32, 8)
+_V8I = ir.VectorType(_I32, 8)
 _V8D = ir.VectorType(_F64, 8)
 _V16I = ir.VectorType(_I32, 16)
 _V64B = ir.VectorType(_I8, 64)
@@ -94,11 +115,12 @@ def is_affine(table: np.ndarray) -> bool:
 
 def _lookup_mode(bits: int, table: np.ndarray) -> str | None:
     """lookup_mode without the cache."""
-    if bits <= 4:  # one register permute per 16 codes, cheaper than code * step + base even for an affine table
-        return "permute"
     table = np.asarray(table, dtype=np.float64)
     steps = np.diff(table)
-    if table.size > 1 and np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0:
+    affine = table.size > 1 and np.allclose(steps, steps[0], rtol=1e-4, atol=0.0) and steps[0] > 0
+    if bits <= 4 and (HAS_AVX512 or not affine):  # AVX-512: one vpermps per 16 codes, cheaper than code * step + base
+        return "permute"
+    if affine:  # AVX2 needs two vpermps and a blend per 8 codes of a 16-value table: the affine form is cheaper
         return "affine"
     if bits == 5:
         return "permute2"
@@ -247,6 +269,8 @@ def _register_lookup(builder: ir.IRBuilder, tb: ir.Value, fma: ir.Function, mode
     """lookup(codes) -> 16 floats for 16 int32 codes: 'permute' (vpermps, 16-entry table in one register),
     'permute2' (vpermi2ps, 32 entries in two) or 'affine' (table[0] + code * table[1])."""
     module = builder.module
+    if mode in ("permute", "permute2") and not HAS_AVX512:
+        return _avx2_lookup(builder, tb, 16 if mode == "permute" else 32)
     if mode == "permute":
         permute = cgutils.get_or_insert_function(
             module, ir.FunctionType(_V16F, [_V16F, _V16I]), "llvm.x86.avx512.permvar.sf.512"
@@ -267,6 +291,33 @@ def _register_lookup(builder: ir.IRBuilder, tb: ir.Value, fma: ir.Function, mode
         return builder.call(fma, [builder.uitofp(codes, _V16F), step, base])
 
     return affine
+
+
+def _avx2_lookup(builder: ir.IRBuilder, tb: ir.Value, size: int):
+    """lookup(codes) -> 16 floats for 16 int32 codes with AVX2: each half of 8 codes looks up every 8-entry part of
+    the table (size 16 or 32) with vpermps (which reads index bits 0..2), and bits 3 (and 4) select among them."""
+    permute = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V8F, [_V8F, _V8I]), "llvm.x86.avx2.permps"
+    )
+    parts = [_vector_load(builder, tb, ir.Constant(_I64, 8 * i), _V8F) for i in range(size // 8)]
+    zero = ir.Constant(_V8I, [0] * 8)
+
+    def half(codes: ir.Value) -> ir.Value:
+        looked = [builder.call(permute, [part, codes]) for part in parts]
+        bit = 3
+        while len(looked) > 1:  # pair up the parts by the next index bit, moved to the sign bit (one vblendvps)
+            moved = builder.shl(codes, ir.Constant(_V8I, [31 - bit] * 8))
+            chosen = builder.icmp_signed("<", moved, zero)
+            looked = [builder.select(chosen, looked[i + 1], looked[i]) for i in range(0, len(looked), 2)]
+            bit += 1
+        return looked[0]
+
+    def lookup(codes: ir.Value) -> ir.Value:
+        low = half(builder.shuffle_vector(codes, codes, ir.Constant(_V8I, list(range(8)))))
+        high = half(builder.shuffle_vector(codes, codes, ir.Constant(_V8I, list(range(8, 16)))))
+        return builder.shuffle_vector(low, high, ir.Constant(_V16I, list(range(16))))
+
+    return lookup
 
 
 def _prefetch_function(module: ir.Module) -> ir.Function:
