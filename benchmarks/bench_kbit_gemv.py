@@ -7,7 +7,9 @@ the kernel's thread pool after the other kernels ran (tens of microseconds on a 
 kernel rotates through copies of its weight that together exceed 96 MiB (three times the 32 MiB L3), so every call
 reads its weight from DRAM. The read-bandwidth floor is measured in the same rounds, as one more candidate: torch.sum
 over the rotating float32 weight copies of torch.mv fp32 (a pure read of the same bytes, cold). Floor ms = bytes a
-kernel must read / that bandwidth, and "% of floor" = floor ms / measured ms; measured beside the kernels, the ratio
+kernel must read / that bandwidth, and "% of floor" = floor ms / measured ms ("% of fp32 GB/s" uses the bandwidth
+torch.mv fp32 reaches in the same rounds as a second floor, lower where torch.sum reads faster); measured beside the
+kernels, the ratio
 stays steady while the machine's bandwidth drifts from run to run (48-89 GB/s seen here). Kernels: torch.mv fp32
 and bf16; torch's aten int4 weight-only kernel
 (_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
@@ -71,6 +73,7 @@ COLUMNS = (
     "GB/s",
     "% of floor",
     "floor GB/s",
+    "% of fp32 GB/s",
     "speed-up vs torch fp32",
 )
 COLD_BYTES = 96 * 2**20  # rotate weight copies until they exceed three times the 32 MiB L3
@@ -239,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             bursts = interleaved_bursts({name: call for name, (_, call, _) in found.items()}, args.rounds, args.burst)
             later = {name: [s for calls in per_round for s in calls[1:] or calls] for name, per_round in bursts.items()}
             fp32_ms = 1e3 * median(later[FP32])
+            fp32_bandwidth = found[FP32][0] / (fp32_ms * 1e-3)  # the second floor: what torch.mv fp32 streams
             bandwidth = found[FLOOR][0] / median(later[FLOOR])
             floors.append(bandwidth)
             for name, (nbytes, _, result) in found.items():
@@ -256,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         "GB/s": nbytes / (ms * 1e-3) / 1e9,
                         "% of floor": 100 * (nbytes / bandwidth) / (ms * 1e-3),
                         "floor GB/s": bandwidth / 1e9,
+                        "% of fp32 GB/s": 100 * nbytes / (ms * 1e-3) / fp32_bandwidth,
                         "speed-up vs torch fp32": fp32_ms / ms,
                         "relative error": rel_err,
                     }

@@ -101,6 +101,10 @@ def test_kbit_gemv_table_and_csv(
     for row in rows:  # % of floor: the time to read the kernel's bytes at the floor's bandwidth over its time
         floor_ms = row["MiB read"] * 2**20 / (row["floor GB/s"] * 1e9) * 1e3
         assert row["% of floor"] == pytest.approx(100 * floor_ms / row["ms (median)"])
+    fp32 = next(row for row in rows if row["kernel"] == bench.FP32)
+    assert fp32["% of fp32 GB/s"] == pytest.approx(100)
+    for row in rows:  # the second floor: the kernel's GB/s over torch.mv fp32's in the same rounds
+        assert row["% of fp32 GB/s"] == pytest.approx(100 * row["GB/s"] / fp32["GB/s"])
     assert all(row["relative error"] < 0.5 for row in rows)
     assert table_lines(out)[0] == list(bench.COLUMNS + ("relative error",))
 

@@ -79,4 +79,4 @@ def test_cli_answers_in_four_bits():
                            "8", "--threads", "2", "--prompt", "What is the capital of France?"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "Paris" in done.stdout and "4-bit nf (blocks of 64)" in done.stderr
+    assert "Paris" in done.stdout and "4-bit nf (blocks of 64)" in done.stderr and "FusedLlamaDecoder" in done.stderr

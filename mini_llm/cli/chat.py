@@ -97,6 +97,8 @@ def _load(args: argparse.Namespace):
     settings = ChatSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy, args.seed)
     end_of_turn = {tokenizer.token_to_id("<|im_end|>"), tokenizer.token_to_id("<|endoftext|>")} - {None}
     chat = Chat(model.eval(), tokenizer, lambda messages: render_chat(reader, messages), end_of_turn, settings)
+    if chat.decoder is not None:
+        what += "; each decode step is one compiled call (FusedLlamaDecoder, compiled on the first reply)"
     return chat, what
 
 
