@@ -13,10 +13,11 @@ extra) runs the file as stored. The same token ids go to every engine, 2 threads
   its cache (greedy, exactly 128 new tokens), timed as generate(128) - generate(1).
 
 Each engine runs in its own process (so its peak resident memory is its own), one after the other; each number is
-the median over --repeats. For mini_llm's k-bit rows, one decode step is split into the time spent inside compiled
-code (the k-bit GEMV kernels; for the fused rows also the whole compiled step) and everything else (attention,
-norms, rotary and Python in the eager rows; the embedding look-up, the LM head's call and Python in the fused
-ones). The last columns are ratios: decode against llama.cpp's and against transformers fp32's.
+the median over --repeats runs (prefill of P < 128 tokens: over --repeats x 128 / P runs). For mini_llm's k-bit
+rows, one decode step is split into the time spent inside compiled code (the k-bit GEMV kernels; for the fused rows
+also the whole compiled step) and everything else (attention, norms, rotary and Python in the eager rows; the
+embedding look-up, the LM head's call and Python in the fused ones). The last columns are ratios: decode against
+llama.cpp's and against transformers fp32's.
 
 Run: .venv/bin/python benchmarks/bench_llm_decode.py [--repeats 3] [--csv results/llm_decode_cpu.csv]
 """
@@ -242,8 +243,9 @@ def measure(name: str, repeats: int, new_tokens: int) -> dict[str, object]:
     engine = {"mini_llm": MiniLLM, "mini_llm fused": MiniLLMFused, "transformers": Transformers,
               "llama.cpp": LlamaCpp}[library](fmt)
     row: dict[str, object] = {"engine": library, "format": fmt, "rss MB": round(rss_mb())}
-    for p in PROMPTS:
-        row[f"prefill {p} tok/s"] = round(p / timed(lambda p=p: engine.prefill(ids[:p]), repeats), 1)
+    for p in PROMPTS:  # short prompts take ~0.1 s: more runs, so that one hiccup of the machine does not decide
+        runs = repeats * max(1, 128 // p)
+        row[f"prefill {p} tok/s"] = round(p / timed(lambda p=p: engine.prefill(ids[:p]), runs), 1)
     head = ids[:DECODE_PROMPT]
     if library == "transformers":
         one = timed(lambda: engine.generate(head, 1), repeats)

@@ -336,8 +336,9 @@ def gemv_array(
     use_simd = simd_applies(bits, shape, table, blocksize)
     if backend == "simd" and not use_simd:
         raise ValueError(
-            "backend 'simd' needs a CPU with AVX-512, K a multiple of 32, blocks aligned with rows and bits <= 5 "
-            "or an affine int table (k >= 6 with another table: AVX-512 VBMI, K and blocksize multiples of 64); "
+            "backend 'simd' needs a CPU with AVX-512 or AVX2, K a multiple of 32, blocks aligned with rows and "
+            "bits <= 5 or an affine int table (k >= 6 with another table: AVX-512 VBMI, K and blocksize multiples "
+            "of 64); "
             f"got bits={bits}, shape={shape}, blocksize={blocksize}, "
             f"AVX-512={cpu_simd.HAS_AVX512}, AVX2={cpu_simd.HAS_AVX2}"
         )

@@ -635,7 +635,7 @@ def gemv(
     packed: np.ndarray, bits: int, shape: tuple[int, int], table: np.ndarray, absmax: np.ndarray,
     offset: np.ndarray | None, blocksize: int, x: np.ndarray, out: np.ndarray,
 ) -> None:
-    """out (B, N) = x (B, K) @ W.T with the AVX-512 kernel; the caller checked that it applies (cpu.simd_applies)."""
+    """out (B, N) = x (B, K) @ W.T with the SIMD kernel; the caller checked that it applies (cpu.simd_applies)."""
     n_rows, n_cols = shape
     if n_cols % blocksize != 0:  # blocks span whole rows (blocksize a multiple of K): one scale per row
         first_block = np.arange(n_rows, dtype=np.int64) * n_cols // blocksize  # (N,)

@@ -5,8 +5,8 @@ each paying Python and dispatch costs of microseconds, which together outweigh t
 step is one Numba function: per layer an RMSNorm, one GEMV for q, k and v stacked, rotary embeddings, the new key
 and value written into a preallocated cache, grouped-query attention over the cache, one GEMV for o, an RMSNorm,
 one GEMV for gate and up stacked, SiLU(gate) * up, one GEMV for down. The GEMVs are the k-bit kernels of
-mini_llm.kernels.cpu (``row_kernel``: the AVX-512 kernel where it applies, the portable one otherwise), called from
-inside the compiled step. The arithmetic follows ``mini_llm.nn.llama`` in float32.
+mini_llm.kernels.cpu (``row_kernel``: the AVX-512 or AVX2 kernel where it applies, the portable one otherwise),
+called from inside the compiled step. The arithmetic follows ``mini_llm.nn.llama`` in float32.
 
 Arrays (L layers, C width, F hidden width, H query heads, H_kv key/value heads of D dims, S cache positions):
 stacked packed weights and block scales (L, bytes) and (L, blocks) per stacked matrix; ln1, ln2 (L, C) the two
