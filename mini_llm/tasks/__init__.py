@@ -7,6 +7,7 @@
 - ``retrieval``  BM25 over characters or character bigrams
 - ``ngram``      count-based n-gram language models (add-k, Kneser-Ney), used by the chapters and QA
 - ``chat``       a chat with a Llama GGUF model (SmolLM2-135M): chat template, streamed replies, one cache for all turns
+- ``fused_llama`` a k-bit Llama decoded one compiled Numba call per token on the CPU (chapter 16)
 A decoding algorithm (how the next token is chosen) belongs to ``mini_llm.generation``; a metric to
 ``mini_llm.evaluation``; the run of a new application gets its own room here.
 May import: every lower floor (helpers, atomic, jsonfiles, data, kernels, nn, numpy_nn, quant, train, interop,
