@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mini_llm.kernels import cpu, cpu_simd
+from mini_llm.kernels import cpu, cpu_simd, cpu_vnni
 from mini_llm.nn.llama import Llama, LlamaConfig
 from mini_llm.quant import QuantizedLinear, dequantize_reference, quantize, quantize_model
 from mini_llm.tasks.fused_llama import FusedLlamaDecoder, fusion_problem
@@ -42,6 +42,16 @@ def test_steps_equal_the_models_forward(bits, codebook, blocksize, backend):
     assert float((got - reference[4:]).abs().max() / scale) < 1e-5
     with torch.no_grad():  # the model still computes the same after its buffers became views of the stacked arrays
         assert torch.equal(model(torch.tensor([ids])).logits[0], reference)
+
+
+@pytest.mark.skipif(not cpu_vnni.HAS_VNNI, reason="the int8-activation kernel needs AVX-512 VNNI")
+def test_int8_activation_steps_equal_the_int8_forward():
+    model = tiny_llama(backend="int8")  # every layer's forward on int8 activations too
+    ids = torch.randint(0, 97, (20,), generator=torch.Generator().manual_seed(7)).tolist()
+    with torch.no_grad():
+        reference = model(torch.tensor([ids])).logits[0]  # (T, V)
+    got = decoded_logits(FusedLlamaDecoder(model, backend="int8"), ids, prompt=4)
+    assert float((got - reference[3:]).abs().max() / reference.abs().max()) < 1e-5
 
 
 def test_truncate_then_continue_and_the_cache_grows():

@@ -172,7 +172,7 @@ def test_arguments_are_checked_before_any_implementation_runs(monkeypatch):
 
 def test_backend_names_are_checked_by_the_device_entry():
     packed, state = quantize(torch.randn(4, 64))
-    with pytest.raises(ValueError, match="backend must be one of auto, simd, portable, reference, got 'triton'"):
+    with pytest.raises(ValueError, match="backend must be one of auto, simd, portable, int8, reference, got 'triton'"):
         kernels.gemv(packed, state, torch.randn(64), backend="triton")
     with pytest.raises(ValueError, match="backend for the Numba quantize and dequantize must be auto or reference"):
         kernels.dequantize(packed, state, backend="portable")

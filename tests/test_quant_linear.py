@@ -143,7 +143,7 @@ def test_model_bits_counts_every_tensor_once():
         (dict(bits=9), "bits must be an integer in 2..8"),
         (dict(blocksize=100), "blocksize must be a power of two"),
         (dict(codebook="posit"), "codebook must be one of"),
-        (dict(backend="gpu"), "backend must be one of auto, simd, portable, reference"),
+        (dict(backend="gpu"), "backend must be one of auto, simd, portable, int8, reference"),
         (dict(outlier_fraction=1.5), r"outlier_fraction must be in \[0, 1\)"),
         (dict(outlier_fraction=0.1), "needs calibration batches"),
     ],

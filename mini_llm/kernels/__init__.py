@@ -9,7 +9,8 @@ fields of any quantization state with ``bits``, ``shape``, ``blocksize`` (None: 
 needed only on a GPU machine.
 
     registry.DEFAULT -> mini_llm.kernels.reference   (pure torch: any device, and backend='reference')
-    "cpu"            -> mini_llm.kernels.cpu         (Numba; gemv/matmul backend 'auto', 'simd' or 'portable')
+    "cpu"            -> mini_llm.kernels.cpu         (Numba; gemv/matmul backend 'auto', 'simd', 'portable' or
+                                                      'int8': int8 activations, mini_llm.kernels.cpu_vnni)
     "cuda"           -> mini_llm.kernels.cuda        (Triton; backend 'auto' or 'triton')
 
 Outside the registry (not yet one of its operations): mini_llm.kernels.kquant_cpu, a Numba GEMV straight from the
@@ -31,8 +32,9 @@ import torch
 from mini_llm.kernels import cpu, reference, registry
 from mini_llm.kernels.checks import state_fields
 from mini_llm.kernels.cpu_simd import HAS_AVX2, HAS_AVX512, HAS_SIMD
+from mini_llm.kernels.cpu_vnni import HAS_VNNI
 
-__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_SIMD", "cpu", "dequantize", "gemv", "quantize", "reference", "registry",
+__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_SIMD", "HAS_VNNI", "cpu", "dequantize", "gemv", "quantize", "reference", "registry",
            "triton_kernels"]
 
 
@@ -76,7 +78,7 @@ def gemv(packed: torch.Tensor, state: Any, x: torch.Tensor, backend: str = "auto
     """y = W @ x for the packed 2-D weight W described by state; x (K,) -> (N,), x (B, K) -> (B, N), float32.
 
     x of one row runs the registry's gemv, more rows its small-batch matmul. CPU tensors run the Numba kernels
-    (backend 'auto', 'simd' or 'portable'); CUDA tensors the Triton kernels (backend 'auto' or 'triton': fused
+    (backend 'auto', 'simd', 'portable' or 'int8'); CUDA tensors the Triton kernels (backend 'auto' or 'triton': fused
     dequantize-GEMV at batch 1, dequantized tiles and tl.dot above); backend 'reference' the pure-torch reference.
     """
     bits, shape, code, absmax, offset, blocksize = state_fields(state)

@@ -3,9 +3,11 @@
 Two layers. The ``*_array`` functions, ``pack`` and ``unpack`` work on numpy arrays in the layout described in
 mini_llm.kernels.reference. ``quantize``, ``dequantize``, ``gemv`` and ``matmul`` wrap them with the signatures of the
 kernel registry (mini_llm.kernels.registry, which registers them for "cpu" and checks their arguments first) on
-torch tensors. The GEMV has two backends: ``simd`` (explicit AVX-512 vectors from mini_llm.kernels.cpu_simd, used
-only when the CPU has AVX-512) and ``portable`` (plain Numba, any CPU and any shape). ``auto`` picks simd where it
-applies; at small batches every backend decodes a weight row once for all rows of x, so matmul is gemv.
+torch tensors. The GEMV has three backends: ``simd`` (explicit AVX-512 or AVX2 vectors from
+mini_llm.kernels.cpu_simd), ``portable`` (plain Numba, any CPU and any shape) and ``int8`` (x rounded to int8 and
+multiplied by VNNI integer dot products, mini_llm.kernels.cpu_vnni: k = 4 on a CPU with AVX-512 VNNI, a small extra
+error for speed, never chosen by ``auto``). ``auto`` picks simd where it applies; at small batches every backend
+decodes a weight row once for all rows of x, so matmul is gemv.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from mini_llm.kernels import cpu_simd
+from mini_llm.kernels import cpu_simd, cpu_vnni
 from mini_llm.kernels.layout import Layout, layout_op
 from mini_llm.kernels.reference import n_blocks, packed_nbytes
 
@@ -25,7 +27,7 @@ from mini_llm.kernels.reference import n_blocks, packed_nbytes
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
-BACKENDS = ("auto", "simd", "portable")
+BACKENDS = ("auto", "simd", "portable", "int8")
 
 
 TILE = 4096  # elements per work item of the quantizer: a multiple of every block size, small enough for L1
@@ -343,11 +345,25 @@ def gemv_array(
             f"AVX-512={cpu_simd.HAS_AVX512}, AVX2={cpu_simd.HAS_AVX2}"
         )
     out = np.empty((x2.shape[0], n_rows), dtype=np.float32)  # (B, N)
-    if use_simd and backend != "portable":
+    if backend == "int8":
+        check_int8_applies(bits, n_cols, blocksize, table, offset)
+        cpu_vnni.gemv(packed, shape, table, absmax, blocksize, x2, out)
+    elif use_simd and backend != "portable":
         cpu_simd.gemv(packed, bits, shape, table, absmax, offset, blocksize, x2, out)
     else:
         _gemv_portable(packed, bits, n_rows, n_cols, table, absmax, _offsets(offset, absmax), blocksize, x2, out)
     return out[0] if squeeze else out
+
+
+def check_int8_applies(bits: int, n_cols: int, blocksize: int, table: np.ndarray, offset: np.ndarray | None) -> None:
+    """ValueError naming what backend 'int8' needs when its kernel does not apply to this case."""
+    if offset is not None or not cpu_vnni.applies(bits, n_cols, blocksize, table.size):
+        raise ValueError(
+            "backend 'int8' needs a CPU with AVX-512 VNNI, bits=4 with at most 16 code values, no centred blocks, K "
+            "a multiple of 64 and blocks of a multiple of 64 inside rows (or one block per row); "
+            f"got bits={bits}, K={n_cols}, blocksize={blocksize}, centered={offset is not None}, "
+            f"VNNI={cpu_vnni.HAS_VNNI}"
+        )
 
 
 _ROW_KERNELS: dict[tuple, tuple[object, int]] = {}
@@ -356,8 +372,8 @@ _ROW_KERNELS: dict[tuple, tuple[object, int]] = {}
 def row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backend: str = "auto") -> tuple[object, int]:
     """(run, repeat): a Numba function run(packed, absmax, x (B, K), out (B, N)) that sets out = x @ W.T for W's rows of
     n_cols codes in blocks of blocksize (a divisor of n_cols, no offsets), callable from Python and from other Numba
-    code (a whole decode step); absmax must hold each block scale repeat times. The kernels of gemv_array: simd
-    where it applies (unless backend is 'portable'), portable otherwise."""
+    code (a whole decode step); absmax must hold each block scale repeat times. The kernels of gemv_array: int8
+    for backend 'int8', else simd where it applies (unless backend is 'portable'), portable otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if blocksize <= 0 or n_cols % blocksize:
@@ -371,6 +387,9 @@ def row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backen
 
 def _build_row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backend: str) -> tuple[object, int]:
     """row_kernel without the cache: the kernel with its constant inputs bound in a small Numba closure."""
+    if backend == "int8":
+        check_int8_applies(bits, n_cols, blocksize, table, None)
+        return cpu_vnni.row_kernel(table, blocksize), 1
     use_simd = simd_applies(bits, (1, n_cols), table, blocksize)
     if backend == "simd" and not use_simd:
         raise ValueError(f"backend 'simd' does not apply to bits={bits}, K={n_cols}, blocksize={blocksize} here")
@@ -441,7 +460,7 @@ def dequantize(layout: Layout, dtype: torch.dtype, backend: str) -> torch.Tensor
 
 @layout_op
 def gemv(layout: Layout, x: torch.Tensor, backend: str) -> torch.Tensor:
-    """Registry ops gemv and matmul on the CPU: y = W @ x in float32 (backend 'auto', 'simd' or 'portable')."""
+    """Registry ops gemv and matmul on the CPU: y = W @ x in float32 (backend 'auto', 'simd', 'portable' or 'int8')."""
     packed, bits, shape, code, absmax, offset, blocksize = layout
     y = gemv_array(
         _numpy(packed), bits, shape, *_scales(code, absmax, offset), blocksize, x.detach().float().contiguous().numpy(),

@@ -29,7 +29,7 @@ from mini_llm.quant.state import QuantState
 # the kernel decodes each weight row once and reuses it from L1 for every input row: faster than dequantize + matmul
 # up to 128-256 rows (SmolLM2's layers, 2 threads, benchmarks/bench_llm_decode.py's prefill of 16 and 128 tokens).
 SMALL_BATCH = {"cpu": 128, "cuda": 8}
-LINEAR_BACKENDS = ("auto", "simd", "portable", "reference")
+LINEAR_BACKENDS = ("auto", "simd", "portable", "int8", "reference")
 OUTLIER_BITS = 16  # outlier columns are stored in float16
 INDEX_BITS = 32  # each outlier dimension's index costs one int32
 
@@ -156,8 +156,9 @@ class QuantizedLinear(nn.Module):
         xq = x2 if self.outlier_dims is None else x2.index_fill(1, self.outlier_dims, 0.0)  # (M, K)
         on_gpu = x.device.type == "cuda"
         fast = self.backend != "reference" and (on_gpu or x.device.type == "cpu") and not torch.is_grad_enabled()
-        if fast and xq.shape[0] <= SMALL_BATCH[x.device.type]:
-            backend = "auto" if on_gpu else self.backend  # simd / portable name CPU kernels
+        int8 = self.backend == "int8" and not on_gpu  # int8 activations at every batch size (CPU kernels only)
+        if fast and (xq.shape[0] <= SMALL_BATCH[x.device.type] or int8):
+            backend = "auto" if on_gpu else self.backend  # simd / portable / int8 name CPU kernels
             y = kernels.gemv(self.packed, self.state, xq.contiguous(), backend=backend)  # (M, N)
         elif fast:
             y = F.linear(xq, kernels.dequantize(self.packed, self.state, torch.float32))  # (M, N)

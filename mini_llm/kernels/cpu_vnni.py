@@ -1,0 +1,255 @@
+"""4-bit GEMV on int8 activations with AVX-512 VNNI: integer dot products, the technique of llama.cpp's q4_0 x q8_0.
+
+The float kernels of mini_llm.kernels.cpu_simd look every code up as a float32 and multiply it by x in float32:
+16 products per ``vpermps`` + ``vfmadd``. Here x is first quantized to int8 in runs of 64 (one float scale per run,
+round to nearest), the 16-value code table to int8 (``round(127 * table / max|table|)``), and one ``vpdpbusd``
+multiplies 64 code values by 64 activations and sums them in fours into 16 int32 lanes:
+
+- decode: 32 bytes hold 64 codes; their high nibbles (even elements) and low nibbles (odd elements) make one
+  64-byte vector, and x is permuted the same way when it is quantized (``ACTIVATION_ORDER``);
+- look-up: ``vpshufb`` picks a byte from a 16-byte table in every 128-bit lane, 64 look-ups at once;
+- dot: ``vpdpbusd`` multiplies unsigned by signed bytes, so the table is stored as ``int8 + 128`` (1..255) and the
+  excess ``128 * sum(x_int8)`` is subtracted per lane (precomputed with x, ``corrections``);
+- scale: each run's int32 lanes become float32 and are scaled by the run's activation scale (times the table's
+  scale), each block's sum by the block's absmax, as in the float kernels.
+
+The results differ from the float kernels by the rounding of x and of the table to int8 (measured in
+benchmarks/bench_kbit_gemv.py, column "relative error"); they equal, up to float32 summation order, the float64
+product of the int8-rounded table and x that ``reference_gemv`` computes. Needs AVX-512 BW and VNNI (Intel since
+Cascade Lake, AMD since Zen 4); MINI_LLM_NO_VNNI=1 turns it off. Reached through the CPU gemv's backend 'int8'.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from mini_llm.kernels.cpu_simd import (
+    _F32,
+    _I8,
+    _I32,
+    _I64,
+    _V16F,
+    _V16I,
+    _V64B,
+    HAS_AVX512,
+    PREFETCH_BYTES,
+    _horizontal_sum,
+    _prefetch_function,
+    _splat,
+    _vector_load,
+)
+
+
+def _host_has_vnni() -> bool:
+    """True when the AVX-512 kernels are on, the CPU has AVX-512 BW and VNNI, and MINI_LLM_NO_VNNI is not set."""
+    if not HAS_AVX512 or os.environ.get("MINI_LLM_NO_VNNI", "") not in ("", "0"):
+        return False
+    try:
+        features = llvm_binding.get_host_cpu_features()
+    except RuntimeError:
+        return False
+    return bool(features.get("avx512vnni", False) and features.get("avx512bw", False))
+
+
+HAS_VNNI = _host_has_vnni()
+RUN = 64  # activations share one int8 scale per run of 64; the kernel multiplies 64 codes per vpdpbusd
+ACTIVATION_ORDER = np.arange(RUN).reshape(RUN // 2, 2).T.reshape(-1)  # (64,) even elements, then odd ones
+_V32B = ir.VectorType(_I8, 32)
+UNROLL = 4  # runs per loop step, each into its own accumulator (the FMA chains of 4 runs overlap)
+
+
+def int8_table(table: np.ndarray) -> tuple[np.ndarray, float]:
+    """(lanes, scale): the 16-value table rounded to int8 steps of scale = max|table| / 127, stored as int8 + 128 in
+    uint8 and repeated in each of the 4 128-bit lanes (64 bytes) for vpshufb; table[i] ~ (lanes[i] - 128) * scale."""
+    table = np.asarray(table, dtype=np.float64).reshape(-1)
+    if table.size > 16:
+        raise ValueError(f"the int8-activation kernel takes a code table of at most 16 values, got {table.size}")
+    top = float(np.max(np.abs(table)))
+    scale = top / 127.0 if top > 0 else 1.0
+    steps = np.rint(table / scale).astype(np.int64)  # (<= 16,) in -127..127
+    padded = np.concatenate([steps, np.zeros(16 - steps.size, dtype=np.int64)])
+    return np.tile((padded + 128).astype(np.uint8), 4), scale
+
+
+@njit(cache=True)
+def quantize_activations(x, order, table_scale):  # pragma: no cover - compiled
+    """x (B, K) float32 -> (q (B, K) int8, scales (B, K / 64) float32, corrections (B, K / 64 * 16) int32).
+
+    Run j of row b (x[b, 64 j: 64 j + 64]) is permuted by order and rounded to q = rint(x * 127 / max|run|);
+    scales[b, j] = max|run| / 127 * table_scale; corrections[b, 16 j + lane] = 128 * (sum of the lane's 4 q values).
+    """
+    batch, n_cols = x.shape
+    n_runs = n_cols // 64
+    q = np.empty((batch, n_cols), dtype=np.int8)
+    scales = np.empty((batch, n_runs), dtype=np.float32)
+    corrections = np.empty((batch, n_runs * 16), dtype=np.int32)
+    for b in range(batch):
+        for j in range(n_runs):
+            start = 64 * j
+            top = np.float32(0.0)
+            for i in range(64):
+                top = max(top, abs(x[b, start + i]))
+            inverse = np.float32(127.0) / top if top > 0 else np.float32(0.0)
+            scales[b, j] = np.float32(top / np.float32(127.0) * np.float32(table_scale))
+            for lane in range(16):
+                total = 0
+                for i in range(4 * lane, 4 * lane + 4):
+                    value = np.int32(np.rint(x[b, start + order[i]] * inverse))
+                    q[b, start + i] = value
+                    total += value
+                corrections[b, 16 * j + lane] = 128 * total
+    return q, scales, corrections
+
+
+def reference_gemv(packed_codes: np.ndarray, table: np.ndarray, absmax: np.ndarray, blocksize: int,
+                   x: np.ndarray) -> np.ndarray:
+    """The float64 product the kernel computes: codes (N, K) looked up in the int8-rounded table, times x rounded to
+    int8 per run of 64 like quantize_activations, scaled per block by absmax (N, K / blocksize). x (B, K) -> (B, N)."""
+    lanes, table_scale = int8_table(table)
+    weights = (lanes[:16].astype(np.float64) - 128.0)[packed_codes] * table_scale  # (N, K)
+    n_rows, n_cols = packed_codes.shape
+    weights = weights.reshape(n_rows, n_cols // blocksize, blocksize) * np.asarray(absmax, np.float64).reshape(
+        n_rows, n_cols // blocksize, 1)
+    runs = np.asarray(x, dtype=np.float32).reshape(x.shape[0], n_cols // RUN, RUN)  # (B, K / 64, 64)
+    top = np.abs(runs).max(axis=2, keepdims=True)
+    inverse = np.where(top > 0, np.float32(127.0) / np.where(top > 0, top, 1), np.float32(0.0)).astype(np.float32)
+    rounded = np.rint(runs * inverse).astype(np.float64) * (top.astype(np.float64) / 127.0)  # (B, K / 64, 64)
+    return rounded.reshape(x.shape[0], n_cols) @ weights.reshape(n_rows, n_cols).T
+
+
+def applies(bits: int, n_cols: int, blocksize: int, table_size: int) -> bool:
+    """Whether the int8-activation kernel handles this case: the CPU has VNNI, k = 4 with at most 16 table values,
+    rows of whole runs (K a multiple of 64) and blocks of whole runs inside rows (blocksize a multiple of 64 that
+    divides K, or one block per row)."""
+    if not HAS_VNNI or bits != 4 or table_size > 16 or n_cols % RUN:
+        return False
+    return blocksize % n_cols == 0 or (n_cols % blocksize == 0 and blocksize % RUN == 0)
+
+
+def _make_row_dot():
+    """An intrinsic row_dot(packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, n_blocks,
+    runs, table) -> float32: sum over the row's n_blocks blocks of absmax[blk_off + b] * the block's `runs` runs of
+    64 codes (from packed[byte_off]) dotted with q (from q[q_off], run scales from scales[run_off], corrections
+    from corrections[16 * run_off])."""
+
+    @intrinsic
+    def row_dot(typingctx, packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, nblocks, runs,
+                table):
+        sig = types.float32(packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, nblocks, runs,
+                            table)
+
+        def codegen(context, builder, signature, args):
+            (pk_arr, byte_off_v, q_arr, q_off_v, sc_arr, run_off_v, co_arr, am_arr, blk_off_v, nblocks_v, runs_v,
+             tb_arr) = args
+            arg_types = signature.args
+
+            def data(i, value):
+                return context.make_array(arg_types[i])(context, builder, value).data
+
+            pk, qp, sc, co, am = (data(0, pk_arr), data(2, q_arr), data(4, sc_arr), data(6, co_arr),
+                                  data(7, am_arr))
+            module = builder.module
+            fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
+            shuffle_bytes = cgutils.get_or_insert_function(
+                module, ir.FunctionType(_V64B, [_V64B, _V64B]), "llvm.x86.avx512.pshuf.b.512"
+            )
+            dot_bytes = cgutils.get_or_insert_function(
+                module, ir.FunctionType(_V16I, [_V16I] * 3), "llvm.x86.avx512.vpdpbusd.512"
+            )
+            prefetch = _prefetch_function(module)
+            lookup_table = _vector_load(builder, data(11, tb_arr), ir.Constant(_I64, 0), _V64B)
+            zero = ir.Constant(_V16F, [0.0] * 16)
+            zero_i = ir.Constant(_V16I, [0] * 16)
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(UNROLL)]
+            co_bytes = builder.bitcast(co, _I8.as_pointer())  # corrections read as 64-byte vectors
+            prefetch_args = [ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)]  # read, keep, data
+
+            def emit_run(run, target):
+                """Add run `run` of the row (64 codes) times its activations, scaled, into the accumulator target."""
+                byte = builder.add(byte_off_v, builder.mul(run, ir.Constant(_I64, 32)))
+                raw = _vector_load(builder, pk, byte, _V32B)
+                high = builder.lshr(raw, ir.Constant(_V32B, [4] * 32))  # even elements
+                low = builder.and_(raw, ir.Constant(_V32B, [15] * 32))  # odd elements
+                codes = builder.shuffle_vector(high, low, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+                weights = builder.call(shuffle_bytes, [lookup_table, codes])  # int8 + 128, as unsigned bytes
+                x_run = _vector_load(builder, qp, builder.add(q_off_v, builder.mul(run, ir.Constant(_I64, 64))), _V64B)
+                dots = builder.call(dot_bytes, [zero_i, builder.bitcast(weights, _V16I), builder.bitcast(x_run, _V16I)])
+                global_run = builder.add(run_off_v, run)
+                excess = _vector_load(builder, co_bytes, builder.mul(global_run, ir.Constant(_I64, 64)), _V64B)
+                dots = builder.sub(dots, builder.bitcast(excess, _V16I))  # (16,) int32: sum of int8 products
+                block = builder.add(blk_off_v, builder.udiv(run, runs_v))
+                scale = builder.fmul(builder.load(builder.gep(sc, [global_run])), builder.load(builder.gep(am, [block])))
+                builder.store(builder.call(fma, [builder.sitofp(dots, _V16F), _splat(builder, scale),
+                                                 builder.load(target)]), target)
+
+            total_runs = builder.mul(nblocks_v, runs_v)
+            groups = builder.udiv(total_runs, ir.Constant(_I64, UNROLL))
+            with cgutils.for_range(builder, groups) as group_loop:  # UNROLL runs, one accumulator each
+                first = builder.mul(group_loop.index, ir.Constant(_I64, UNROLL))
+                ahead = builder.add(builder.add(byte_off_v, builder.mul(first, ir.Constant(_I64, 32))),
+                                    ir.Constant(_I64, PREFETCH_BYTES))  # never faults, even past the end
+                builder.call(prefetch, [builder.gep(pk, [ahead]), *prefetch_args])
+                for i in range(UNROLL):
+                    emit_run(builder.add(first, ir.Constant(_I64, i)), accs[i])
+            done = builder.mul(groups, ir.Constant(_I64, UNROLL))
+            with cgutils.for_range(builder, builder.sub(total_runs, done)) as tail_loop:  # the last runs
+                emit_run(builder.add(done, tail_loop.index), accs[0])
+            acc = builder.fadd(builder.fadd(builder.load(accs[0]), builder.load(accs[1])),
+                               builder.fadd(builder.load(accs[2]), builder.load(accs[3])))
+            return _horizontal_sum(builder, module, acc)
+
+        return sig, codegen
+
+    return row_dot
+
+
+_row_dot = _make_row_dot()
+
+
+@njit(parallel=True, fastmath=True)
+def _gemv_kernel(packed, q, scales, corrections, table, absmax, n_rows, n_cols, blocksize, out):  # pragma: no cover
+    """out (B, N) = int8 x (B, K) @ W.T, rows split over threads; q, scales, corrections from quantize_activations."""
+    batch = q.shape[0]
+    blocks_per_row = n_cols // blocksize
+    runs_per_block = blocksize // RUN
+    n_runs = n_cols // RUN
+    flat_q = q.reshape(-1)
+    flat_scales = scales.reshape(-1)
+    flat_corrections = corrections.reshape(-1)
+    row_bytes = n_cols // 2
+    for r in prange(n_rows):
+        for bb in range(batch):
+            out[bb, r] = _row_dot(packed, r * row_bytes, flat_q, bb * n_cols, flat_scales, bb * n_runs,
+                                  flat_corrections, absmax, r * blocks_per_row, blocks_per_row, runs_per_block, table)
+
+
+def row_kernel(table: np.ndarray, blocksize: int):
+    """A Numba function run(packed, absmax, x (B, K), out (B, N)) that quantizes x to int8 and sets out = x @ W.T
+    for k = 4 rows in blocks of blocksize (the caller checked that the kernel applies)."""
+    lanes, table_scale = int8_table(table)
+
+    @njit
+    def run(packed, absmax, x, out):  # pragma: no cover - compiled
+        q, scales, corrections = quantize_activations(x, ACTIVATION_ORDER, table_scale)
+        _gemv_kernel(packed, q, scales, corrections, lanes, absmax, out.shape[1], x.shape[1], blocksize, out)
+
+    return run
+
+
+def gemv(packed: np.ndarray, shape: tuple[int, int], table: np.ndarray, absmax: np.ndarray, blocksize: int,
+         x: np.ndarray, out: np.ndarray) -> None:
+    """out (B, N) = x (B, K) @ W.T on int8 activations; the caller checked that the kernel applies (applies)."""
+    n_rows, n_cols = shape
+    if n_cols % blocksize != 0:  # one block spans whole rows: one scale per row
+        absmax = np.ascontiguousarray(absmax[np.arange(n_rows, dtype=np.int64) * n_cols // blocksize])
+        blocksize = n_cols
+    lanes, table_scale = int8_table(table)
+    q, scales, corrections = quantize_activations(x, ACTIVATION_ORDER, table_scale)
+    _gemv_kernel(packed, q, scales, corrections, lanes, absmax, n_rows, n_cols, blocksize, out)
