@@ -34,8 +34,8 @@ from mini_llm.kernels.checks import state_fields
 from mini_llm.kernels.cpu_simd import HAS_AVX2, HAS_AVX512, HAS_SIMD
 from mini_llm.kernels.cpu_vnni import HAS_VNNI
 
-__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_SIMD", "HAS_VNNI", "cpu", "dequantize", "gemv", "quantize", "reference", "registry",
-           "triton_kernels"]
+__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_SIMD", "HAS_VNNI", "cpu", "dequantize", "gemv", "quantize", "reference",
+           "registry", "triton_kernels"]
 
 
 def triton_kernels() -> ModuleType:

@@ -31,7 +31,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from mini_llm.kernels.cpu_simd import (
-    _F32,
     _I8,
     _I32,
     _I64,
@@ -185,7 +184,8 @@ def _make_row_dot():
                 excess = _vector_load(builder, co_bytes, builder.mul(global_run, ir.Constant(_I64, 64)), _V64B)
                 dots = builder.sub(dots, builder.bitcast(excess, _V16I))  # (16,) int32: sum of int8 products
                 block = builder.add(blk_off_v, builder.udiv(run, runs_v))
-                scale = builder.fmul(builder.load(builder.gep(sc, [global_run])), builder.load(builder.gep(am, [block])))
+                run_scale = builder.load(builder.gep(sc, [global_run]))
+                scale = builder.fmul(run_scale, builder.load(builder.gep(am, [block])))
                 builder.store(builder.call(fma, [builder.sitofp(dots, _V16F), _splat(builder, scale),
                                                  builder.load(target)]), target)
 
