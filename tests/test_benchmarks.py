@@ -9,6 +9,8 @@ from types import ModuleType
 
 import pytest
 
+from mini_llm import kernels
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -98,6 +100,7 @@ def test_kbit_gemv_table_and_csv(
     kernels_run = [row["kernel"] for row in rows]
     assert kernels_run[0] == bench.FP32 and "mini_llm k=4 NF4" in kernels_run and bench.FLOOR not in kernels_run
     assert {"mini_llm MXFP4 (k-bit, 32)", "mini_llm Q4_K (GGUF bytes)"} <= set(kernels_run)
+    assert ("mini_llm k=4 NF4 (int8 x, VNNI)" in kernels_run) == kernels.HAS_VNNI
     for row in rows:  # % of floor: the time to read the kernel's bytes at the floor's bandwidth over its time
         floor_ms = row["MiB read"] * 2**20 / (row["floor GB/s"] * 1e9) * 1e3
         assert row["% of floor"] == pytest.approx(100 * floor_ms / row["ms (median)"])
@@ -116,6 +119,9 @@ def test_kbit_gemv_table_and_csv(
     body = [line for line in lines if not line.startswith("#")]
     assert body[0].split(",") == list(rows[0])
     assert len(body) == 1 + len(rows)
+    assert comments["cold cache"] == "weight copies > 0 MiB rotated"
+    assert len(bench.Rotating(lambda: 0, 1, abs, warm=True).copies) == 1  # --warm: the one copy stays in cache
+    assert len(bench.Rotating(lambda: 0, 2**15, abs, warm=False).copies) == 3  # 2**16 bytes and one more
 
 
 def test_interleaved_bursts_call_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,3 +175,20 @@ def test_llm_decode_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     assert float(nf4[column("kernel ms/token")].replace(",", "")) > 0 and hf[column("kernel ms/token")] == ""
     lines = (tmp_path / "t.csv").read_text().splitlines()
     assert lines[0].startswith("# python benchmarks/bench_llm_decode.py") and len(lines) == 4
+
+
+@pytest.mark.skipif(not kernels.HAS_VNNI, reason="the int8-activation kernel needs AVX-512 VNNI")
+def test_int8_activations_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                tmp_path: Path) -> None:
+    bench = load("bench_int8_activations", monkeypatch)
+    rows = bench.main(["--formats", "nf4", "--eval-tokens", "512", "--layer-tokens", "8", "--new-tokens", "3",
+                       "--threads", "1", "--csv", str(tmp_path / "t.csv")])
+    fp32, int8 = rows
+    assert (fp32["activations"], int8["activations"]) == ("fp32", "int8") and fp32["greedy tokens equal"] == 3
+    assert fp32["error q_proj"] == 0.0 and all(0 < int8[f"error {kind}"] < 0.1 for kind in bench.KINDS)
+    for text in ("english", "people_daily"):  # the same weights: rounding x to int8 moves perplexity a little
+        assert abs(int8[f"perplexity {text}"] / fp32[f"perplexity {text}"] - 1) < 0.1
+    assert table_lines(capsys.readouterr().out)[0] == list(bench.COLUMNS)
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0].startswith("# command: python benchmarks/bench_int8_activations.py --formats nf4")
+    assert len(lines) == 5  # command, machine, header, two rows

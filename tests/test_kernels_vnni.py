@@ -88,6 +88,8 @@ def test_cases_it_cannot_run_name_what_it_needs(monkeypatch):
         with pytest.raises(ValueError, match=f"backend 'int8' needs a CPU with AVX-512 VNNI, bits=4.*got bits={bits}, "
                                              f"K=256, blocksize={blocksize}, centered={centered}"):
             kernels.gemv(packed, state, x, backend="int8")
+    with pytest.raises(ValueError, match="blocks of 64 times a power of two.*K=576, blocksize=192"):
+        cpu.row_kernel(4, state.code.numpy(), 576, 192, "int8")  # 3 runs per block
     monkeypatch.setattr(cpu_vnni, "HAS_VNNI", False)
     packed, state = quantize(W, 4, "nf", 64)
     with pytest.raises(ValueError, match="VNNI=False"):

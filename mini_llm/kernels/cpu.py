@@ -360,7 +360,7 @@ def check_int8_applies(bits: int, n_cols: int, blocksize: int, table: np.ndarray
     if offset is not None or not cpu_vnni.applies(bits, n_cols, blocksize, table.size):
         raise ValueError(
             "backend 'int8' needs a CPU with AVX-512 VNNI, bits=4 with at most 16 code values, no centred blocks, K "
-            "a multiple of 64 and blocks of a multiple of 64 inside rows (or one block per row); "
+            "a multiple of 64 and blocks of 64 times a power of two inside rows (or one block per row); "
             f"got bits={bits}, K={n_cols}, blocksize={blocksize}, centered={offset is not None}, "
             f"VNNI={cpu_vnni.HAS_VNNI}"
         )

@@ -125,27 +125,28 @@ def reference_gemv(packed_codes: np.ndarray, table: np.ndarray, absmax: np.ndarr
 
 def applies(bits: int, n_cols: int, blocksize: int, table_size: int) -> bool:
     """Whether the int8-activation kernel handles this case: the CPU has VNNI, k = 4 with at most 16 table values,
-    rows of whole runs (K a multiple of 64) and blocks of whole runs inside rows (blocksize a multiple of 64 that
-    divides K, or one block per row)."""
+    rows of whole runs (K a multiple of 64) and blocks of whole runs inside rows (blocksize 64 times a power of two
+    that divides K, or one block per row)."""
     if not HAS_VNNI or bits != 4 or table_size > 16 or n_cols % RUN:
         return False
-    return blocksize % n_cols == 0 or (n_cols % blocksize == 0 and blocksize % RUN == 0)
+    runs = blocksize // RUN
+    return blocksize % n_cols == 0 or (n_cols % blocksize == 0 and blocksize % RUN == 0 and runs & (runs - 1) == 0)
 
 
 def _make_row_dot():
-    """An intrinsic row_dot(packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, n_blocks,
-    runs, table) -> float32: sum over the row's n_blocks blocks of absmax[blk_off + b] * the block's `runs` runs of
-    64 codes (from packed[byte_off]) dotted with q (from q[q_off], run scales from scales[run_off], corrections
-    from corrections[16 * run_off])."""
+    """An intrinsic row_dot(packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, n_runs,
+    block_shift, table) -> float32: the sum over the row's n_runs runs of 64 codes (from packed[byte_off]) dotted
+    with q (from q[q_off]; run scales from scales[run_off], corrections from corrections[16 * run_off]), run r scaled
+    by absmax[blk_off + (r >> block_shift)] (2**block_shift runs per block)."""
 
     @intrinsic
-    def row_dot(typingctx, packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, nblocks, runs,
-                table):
-        sig = types.float32(packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, nblocks, runs,
-                            table)
+    def row_dot(typingctx, packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, n_runs,
+                block_shift, table):
+        sig = types.float32(packed, byte_off, q, q_off, scales, run_off, corrections, absmax, blk_off, n_runs,
+                            block_shift, table)
 
         def codegen(context, builder, signature, args):
-            (pk_arr, byte_off_v, q_arr, q_off_v, sc_arr, run_off_v, co_arr, am_arr, blk_off_v, nblocks_v, runs_v,
+            (pk_arr, byte_off_v, q_arr, q_off_v, sc_arr, run_off_v, co_arr, am_arr, blk_off_v, total_runs, shift_v,
              tb_arr) = args
             arg_types = signature.args
 
@@ -183,13 +184,12 @@ def _make_row_dot():
                 global_run = builder.add(run_off_v, run)
                 excess = _vector_load(builder, co_bytes, builder.mul(global_run, ir.Constant(_I64, 64)), _V64B)
                 dots = builder.sub(dots, builder.bitcast(excess, _V16I))  # (16,) int32: sum of int8 products
-                block = builder.add(blk_off_v, builder.udiv(run, runs_v))
+                block = builder.add(blk_off_v, builder.lshr(run, shift_v))
                 run_scale = builder.load(builder.gep(sc, [global_run]))
                 scale = builder.fmul(run_scale, builder.load(builder.gep(am, [block])))
                 builder.store(builder.call(fma, [builder.sitofp(dots, _V16F), _splat(builder, scale),
                                                  builder.load(target)]), target)
 
-            total_runs = builder.mul(nblocks_v, runs_v)
             groups = builder.udiv(total_runs, ir.Constant(_I64, UNROLL))
             with cgutils.for_range(builder, groups) as group_loop:  # UNROLL runs, one accumulator each
                 first = builder.mul(group_loop.index, ir.Constant(_I64, UNROLL))
@@ -218,8 +218,12 @@ def _gemv_kernel(packed, q, scales, corrections, table, absmax, n_rows, n_cols, 
     """out (B, N) = int8 x (B, K) @ W.T, rows split over threads; q, scales, corrections from quantize_activations."""
     batch = q.shape[0]
     blocks_per_row = n_cols // blocksize
-    runs_per_block = blocksize // RUN
     n_runs = n_cols // RUN
+    block_shift = 63  # one block per row: every run takes scale 0
+    if blocks_per_row > 1:  # blocksize a power of two: 2**block_shift runs per block
+        block_shift = 0
+        while (RUN << block_shift) < blocksize:
+            block_shift += 1
     flat_q = q.reshape(-1)
     flat_scales = scales.reshape(-1)
     flat_corrections = corrections.reshape(-1)
@@ -227,18 +231,37 @@ def _gemv_kernel(packed, q, scales, corrections, table, absmax, n_rows, n_cols, 
     for r in prange(n_rows):
         for bb in range(batch):
             out[bb, r] = _row_dot(packed, r * row_bytes, flat_q, bb * n_cols, flat_scales, bb * n_runs,
-                                  flat_corrections, absmax, r * blocks_per_row, blocks_per_row, runs_per_block, table)
+                                  flat_corrections, absmax, r * blocks_per_row, n_runs, block_shift, table)
+
+
+@njit
+def _quantize_and_gemv(packed, lanes, table_scale, absmax, blocksize, x, out):  # pragma: no cover - compiled
+    """out (B, N) = x (B, K) @ W.T: x quantized to int8, then the parallel kernel (one call from Python)."""
+    q, scales, corrections = quantize_activations(x, ACTIVATION_ORDER, table_scale)
+    _gemv_kernel(packed, q, scales, corrections, lanes, absmax, out.shape[1], x.shape[1], blocksize, out)
+
+
+_TABLES: dict[bytes, tuple[np.ndarray, float]] = {}
+
+
+def _int8_table_cached(table: np.ndarray) -> tuple[np.ndarray, float]:
+    """int8_table, remembered per table (10 µs, 4% of a 4096x4096 GEMV); do not modify the result."""
+    key = np.ascontiguousarray(table, dtype=np.float32).tobytes()
+    if key not in _TABLES:
+        if len(_TABLES) >= 256:
+            _TABLES.clear()
+        _TABLES[key] = int8_table(table)
+    return _TABLES[key]
 
 
 def row_kernel(table: np.ndarray, blocksize: int):
     """A Numba function run(packed, absmax, x (B, K), out (B, N)) that quantizes x to int8 and sets out = x @ W.T
     for k = 4 rows in blocks of blocksize (the caller checked that the kernel applies)."""
-    lanes, table_scale = int8_table(table)
+    lanes, table_scale = _int8_table_cached(table)
 
     @njit
     def run(packed, absmax, x, out):  # pragma: no cover - compiled
-        q, scales, corrections = quantize_activations(x, ACTIVATION_ORDER, table_scale)
-        _gemv_kernel(packed, q, scales, corrections, lanes, absmax, out.shape[1], x.shape[1], blocksize, out)
+        _quantize_and_gemv(packed, lanes, table_scale, absmax, blocksize, x, out)
 
     return run
 
@@ -250,6 +273,5 @@ def gemv(packed: np.ndarray, shape: tuple[int, int], table: np.ndarray, absmax: 
     if n_cols % blocksize != 0:  # one block spans whole rows: one scale per row
         absmax = np.ascontiguousarray(absmax[np.arange(n_rows, dtype=np.int64) * n_cols // blocksize])
         blocksize = n_cols
-    lanes, table_scale = int8_table(table)
-    q, scales, corrections = quantize_activations(x, ACTIVATION_ORDER, table_scale)
-    _gemv_kernel(packed, q, scales, corrections, lanes, absmax, n_rows, n_cols, blocksize, out)
+    lanes, table_scale = _int8_table_cached(table)
+    _quantize_and_gemv(packed, lanes, table_scale, absmax, blocksize, x, out)
