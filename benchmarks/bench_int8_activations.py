@@ -142,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="", encoding="utf-8") as file:
-            command = " ".join(["python benchmarks/bench_int8_activations.py", *(sys.argv[1:] if argv is None else argv)])
+            arguments = sys.argv[1:] if argv is None else argv
+            command = " ".join(["python benchmarks/bench_int8_activations.py", *arguments])
             file.write(f"# command: {command}\n# machine: {format_machine(info).removeprefix('machine: ')}\n")
             writer = csv.DictWriter(file, fieldnames=COLUMNS)
             writer.writeheader()

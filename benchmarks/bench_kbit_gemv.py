@@ -17,8 +17,9 @@ _convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm 
 NF8), float32 input and absmax per 64, NF4 also through the portable kernel (plain Numba, what a CPU without AVX2
 runs); NF4 and int4 also through the int8-activation kernel where the CPU has AVX-512 VNNI (backend 'int8': x
 rounded to int8 per 64, integer dot products, as llama.cpp's q4_0 x q8_0); the SIMD kernels are AVX-512 or, without
-it (MINI_LLM_NO_AVX512=1, or NUMBA_CPU_NAME=haswell to compile for an AVX2-only CPU), AVX2; MXFP4 and MXFP6 E2M3 converted exactly to k-bit states (blocks of 32, the
-same kernels); llama.cpp's Q4_K straight from its GGUF bytes (mini_llm.kernels.kquant_cpu, portable Numba).
+it (MINI_LLM_NO_AVX512=1, or NUMBA_CPU_NAME=haswell to compile for an AVX2-only CPU), AVX2; MXFP4 and MXFP6 E2M3
+converted exactly to k-bit states (blocks of 32, the same kernels); llama.cpp's Q4_K straight from its GGUF bytes
+(mini_llm.kernels.kquant_cpu, portable Numba).
 ``--warm`` keeps one copy of each weight instead (a 4096x4096 4-bit weight, 8.4 MB, stays in the 32 MiB L3): the
 kernels' compute cost without DRAM, which shows what a CPU whose kernels are compute-bound gains.
 A last line gives NF4 quantization throughput (params/s) of a 4096x4096 matrix.
