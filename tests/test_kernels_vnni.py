@@ -90,6 +90,9 @@ def test_cases_it_cannot_run_name_what_it_needs(monkeypatch):
             kernels.gemv(packed, state, x, backend="int8")
     with pytest.raises(ValueError, match="blocks of 64 times a power of two.*K=576, blocksize=192"):
         cpu.row_kernel(4, state.code.numpy(), 576, 192, "int8")  # 3 runs per block
+    packed, state = quantize(W, 3, "nf", 64)
+    with pytest.raises(ValueError, match="backend 'int8' needs.*got bits=3"):
+        QuantizedLinear(packed, state, backend="int8")  # refused when built, not at the first forward
     monkeypatch.setattr(cpu_vnni, "HAS_VNNI", False)
     packed, state = quantize(W, 4, "nf", 64)
     with pytest.raises(ValueError, match="VNNI=False"):

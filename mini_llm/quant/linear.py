@@ -4,7 +4,8 @@ model-level measures of a quantized model (model_bits, count_quantized, weight_e
 Works on every nn.Linear and on transformers' GPT-2 Conv1D (the same map with the weight stored transposed).
 The forward pass picks, per call: the fused k-bit GEMV for up to SMALL_BATCH[device] rows of input (Numba on the
 CPU, Triton on CUDA), dequantize-then-matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path
-for backend='reference', for other devices, and where gradients are needed.
+for backend='reference', for other devices, and where gradients are needed. backend='int8' (CPU, AVX-512 VNNI) rounds
+the inputs to int8 for integer dot products at every batch size (mini_llm.kernels.cpu_vnni; a small extra error).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class QuantizedLinear(nn.Module):
             raise ValueError(f"outlier_dims must lie in 0..{self.in_features - 1}, got {outlier_dims.tolist()}")
         self.register_buffer("outlier_dims", outlier_dims.long() if n_out else None)
         self.register_buffer("outlier_weight", outlier_weight)
+        if backend == "int8":  # refuse now, not at the first forward, a layer the int8-activation kernel cannot run
+            whole = self.in_features * self.out_features if self.blocksize is None else self.blocksize
+            kernels.cpu.check_int8_applies(self.bits, self.in_features, whole, state.code.float().cpu().numpy(),
+                                           None if state.offset is None else state.offset.float().cpu().numpy())
 
     @classmethod
     def from_linear(
