@@ -35,45 +35,23 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-def _host_has_avx512() -> bool:
-    """True when the host CPU reports AVX-512F and MINI_LLM_NO_AVX512 is not set."""
-    if os.environ.get("MINI_LLM_NO_AVX512", "") not in ("", "0"):
+def host_has(features: tuple[str, ...], switch: str) -> bool:
+    """True when the host CPU reports every one of features (LLVM's names) and the environment variable switch is
+    unset or 0."""
+    if os.environ.get(switch, "") not in ("", "0"):
         return False
     try:
-        return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+        reported = llvm_binding.get_host_cpu_features()
     except RuntimeError:  # feature detection is unavailable on this platform
         return False
+    return all(reported.get(name, False) for name in features)
 
 
-HAS_AVX512 = _host_has_avx512()
-
-
-def _host_has_avx2() -> bool:
-    """True when the host CPU reports AVX2 and FMA (x86 since 2013) and MINI_LLM_NO_AVX2 is not set."""
-    if os.environ.get("MINI_LLM_NO_AVX2", "") not in ("", "0"):
-        return False
-    try:
-        features = llvm_binding.get_host_cpu_features()
-    except RuntimeError:
-        return False
-    return bool(features.get("avx2", False) and features.get("fma", False))
-
-
-HAS_AVX2 = _host_has_avx2()
+HAS_AVX512 = host_has(("avx512f",), "MINI_LLM_NO_AVX512")
+HAS_AVX2 = host_has(("avx2", "fma"), "MINI_LLM_NO_AVX2")  # x86 since 2013
 HAS_SIMD = HAS_AVX512 or HAS_AVX2  # the row kernels run: 16-lane vectors, split in two by LLVM on AVX2
-
-
-def _host_has_vbmi() -> bool:
-    """True when the AVX-512 kernels are on and the CPU also has AVX-512 VBMI (the byte permute vpermi2b)."""
-    if not HAS_AVX512:
-        return False
-    try:
-        return bool(llvm_binding.get_host_cpu_features().get("avx512vbmi", False))
-    except RuntimeError:
-        return False
-
-
-HAS_VBMI = _host_has_vbmi()
+# the AVX-512 kernels are on and the CPU also has AVX-512 VBMI (the byte permute vpermi2b)
+HAS_VBMI = HAS_AVX512 and host_has(("avx512vbmi",), "MINI_LLM_NO_AVX512")
 PREFETCH_BYTES = 4096  # the row kernels prefetch packed this far ahead, once per block or step (k = 8 ~0.7 -> 0.6 ms)
 
 _F32 = ir.FloatType()

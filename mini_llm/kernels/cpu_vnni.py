@@ -21,10 +21,7 @@ Cascade Lake, AMD since Zen 4); MINI_LLM_NO_VNNI=1 turns it off. Reached through
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -43,21 +40,11 @@ from mini_llm.kernels.cpu_simd import (
     _prefetch_function,
     _splat,
     _vector_load,
+    host_has,
 )
 
-
-def _host_has_vnni() -> bool:
-    """True when the AVX-512 kernels are on, the CPU has AVX-512 BW and VNNI, and MINI_LLM_NO_VNNI is not set."""
-    if not HAS_AVX512 or os.environ.get("MINI_LLM_NO_VNNI", "") not in ("", "0"):
-        return False
-    try:
-        features = llvm_binding.get_host_cpu_features()
-    except RuntimeError:
-        return False
-    return bool(features.get("avx512vnni", False) and features.get("avx512bw", False))
-
-
-HAS_VNNI = _host_has_vnni()
+# the AVX-512 kernels are on and the CPU has AVX-512 BW and VNNI
+HAS_VNNI = HAS_AVX512 and host_has(("avx512vnni", "avx512bw"), "MINI_LLM_NO_VNNI")
 RUN = 64  # activations share one int8 scale per run of 64; the kernel multiplies 64 codes per vpdpbusd
 ACTIVATION_ORDER = np.arange(RUN).reshape(RUN // 2, 2).T.reshape(-1)  # (64,) even elements, then odd ones
 _V32B = ir.VectorType(_I8, 32)
