@@ -1,6 +1,6 @@
-"""What rounding the activations to int8 costs SmolLM2-135M: the accuracy side of the VNNI kernel (backend 'int8').
+"""What rounding the activations to int8 costs SmolLM2-135M: the accuracy side of backend 'int8'.
 
-The int8-activation GEMV (mini_llm.kernels.cpu_vnni) rounds each run of 64 inputs of every k-bit linear layer to
+The int8-activation GEMV (mini_llm.kernels.cpu_int8) rounds each run of 64 inputs of every k-bit linear layer to
 int8 (one float scale per run) and the 16-value code table to int8, then multiplies with integer dot products, as
 llama.cpp's q4_0 x q8_0 does. Its speed is in benchmarks/bench_kbit_gemv.py and bench_llm_decode.py (formats
 "nf4-a8", "int4-a8"); this script measures its error on the real model, side by side with the float32-activation
@@ -14,7 +14,7 @@ tied LM head quantized by mini_llm, blocks of 64, as in bench_llm_decode.py):
 - greedy agreement: how many of --new-tokens greedy tokens after a 16-token prompt equal the fp32-activation ones
   (FusedLlamaDecoder, the compiled decode step) before the first difference.
 
-Needs a CPU with AVX-512 VNNI. ``--csv PATH`` writes the table, headed by the command and the machine.
+Needs a CPU with AVX-512 VNNI or AVX2. ``--csv PATH`` writes the table, headed by the command and the machine.
 
 Run: .venv/bin/python benchmarks/bench_int8_activations.py [--eval-tokens 4096] [--csv results/int8_activations_cpu.csv]
 """
@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     from mini_llm.scaling.sweep import evaluate, to_16bit
 
     args = parse_args(argv)
-    if not kernels.HAS_VNNI:
-        sys.exit("bench_int8_activations: this CPU has no AVX-512 VNNI (or MINI_LLM_NO_VNNI is set); nothing to run")
+    if not kernels.HAS_INT8_DOT:
+        sys.exit("bench_int8_activations: the int8-activation kernel needs AVX-512 VNNI or AVX2; nothing to run")
     rows: list[dict[str, object]] = []
     with threads(args.threads):
         info = machine_info()

@@ -15,8 +15,8 @@ and bf16; torch's aten int4 weight-only kernel
 (_weight_int4pack_mm_for_cpu, bf16 input, groups of 64); bitsandbytes' CPU NF4 GEMV (bf16 input, weight repacked by
 _convert_weight_packed_for_cpu, absmax per 64 in bf16) when installed; mini_llm k = 3 (NF3), 4 (NF4, int4), 8 (int8,
 NF8), float32 input and absmax per 64, NF4 also through the portable kernel (plain Numba, what a CPU without AVX2
-runs); NF4 and int4 also through the int8-activation kernel where the CPU has AVX-512 VNNI (backend 'int8': x
-rounded to int8 per 64, integer dot products, as llama.cpp's q4_0 x q8_0); the SIMD kernels are AVX-512 or, without
+runs); NF4 and int4 also through the int8-activation kernel (backend 'int8': x rounded to int8 per 64,
+integer dot products with AVX-512 VNNI or AVX2, as llama.cpp's q4_0 x q8_0); the SIMD kernels are AVX-512 or, without
 it (MINI_LLM_NO_AVX512=1, or NUMBA_CPU_NAME=haswell to compile for an AVX2-only CPU), AVX2; MXFP4 and MXFP6 E2M3
 converted exactly to k-bit states (blocks of 32, the same kernels); llama.cpp's Q4_K straight from its GGUF bytes
 (mini_llm.kernels.kquant_cpu, portable Numba).
@@ -210,8 +210,8 @@ def candidates(
         if label == "NF4":  # the plain-Numba kernel every CPU runs, beside the SIMD one
             add("mini_llm k=4 NF4 (portable)", nbytes, lambda p=packed: p.clone(),
                 lambda p, s=state: kernels.gemv(p, s, x, backend="portable"))
-        if bits == 4 and kernels.HAS_VNNI:  # x rounded to int8, VNNI dot products
-            add(f"mini_llm k=4 {label} (int8 x, VNNI)", nbytes, lambda p=packed: p.clone(),
+        if bits == 4 and kernels.HAS_INT8_DOT:  # x rounded to int8, integer dot products
+            add(f"mini_llm k=4 {label} (int8 x, {kernels.cpu_int8.DOT_PATH})", nbytes, lambda p=packed: p.clone(),
                 lambda p, s=state: kernels.gemv(p, s, x, backend="int8"))
     for fmt, label in (("mxfp4", "MXFP4"), ("mxfp6_e2m3", "MXFP6 E2M3")):  # as k-bit states: the same kernels
         packed, state = mx_to_kbit(*mx_quantize(W, fmt))
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         info = machine_info()
         info["numba threads"] = numba.get_num_threads()
         info["SIMD kernels"] = "AVX-512" if kernels.HAS_AVX512 else "AVX2" if kernels.HAS_AVX2 else "none (portable)"
-        info["VNNI kernel"] = kernels.HAS_VNNI
+        info["int8 dot products"] = kernels.cpu_int8.DOT_PATH
         info["NUMBA_CPU_NAME"] = os.environ.get("NUMBA_CPU_NAME", "host")
         info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "unset")
         print_machine(info)

@@ -5,8 +5,8 @@ transformers dequantize it to float32 (or bfloat16); mini_llm's k-bit rows then 
 tied LM head with its own kernels (blocks of 64; the KV cache in float32), run either module by module in eager
 PyTorch ("mini_llm") or with every decode step as one compiled Numba call ("mini_llm fused", FusedLlamaDecoder:
 the same kernels, no Python between the layers; "nf4-a8" and "int4-a8" round the activations to int8 for the
-VNNI kernel, backend 'int8', on CPUs with AVX-512 VNNI); llama.cpp (llama-cpp-python, built from source: the `llama`
-extra) runs the file as stored. The same token ids go to every engine, 2 threads each:
+integer dot products of backend 'int8', on CPUs with AVX-512 VNNI or AVX2); llama.cpp (llama-cpp-python, built
+from source: the `llama` extra) runs the file as stored. The same token ids go to every engine, 2 threads each:
 
 - prefill: one forward pass of a P-token prompt (P = 16, 128, 512) into an empty cache, batch 1: P / seconds;
 - decode: after a 16-token prompt, 128 greedy steps of one token with the KV cache: 128 / seconds (prefill excluded).
@@ -43,7 +43,7 @@ PROMPTS = (16, 128, 512)
 DECODE_PROMPT = 16
 NEW_TOKENS = 128
 THREADS = 2
-# format -> (bits, codebook, kernel backend); "-a8": activations rounded to int8 for VNNI dot products (W4A8)
+# format -> (bits, codebook, kernel backend); "-a8": activations rounded to int8 for integer dot products (W4A8)
 KBIT = {"nf4": (4, "nf", "auto"), "int4": (4, "int", "auto"), "nf3": (3, "nf", "auto"), "int8": (8, "int", "auto"),
         "nf4-a8": (4, "nf", "int8"), "int4-a8": (4, "int", "int8")}
 EAGER_KBIT = ("nf4", "int4", "nf3", "int8")

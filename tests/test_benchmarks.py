@@ -100,7 +100,7 @@ def test_kbit_gemv_table_and_csv(
     kernels_run = [row["kernel"] for row in rows]
     assert kernels_run[0] == bench.FP32 and "mini_llm k=4 NF4" in kernels_run and bench.FLOOR not in kernels_run
     assert {"mini_llm MXFP4 (k-bit, 32)", "mini_llm Q4_K (GGUF bytes)"} <= set(kernels_run)
-    assert ("mini_llm k=4 NF4 (int8 x, VNNI)" in kernels_run) == kernels.HAS_VNNI
+    assert (f"mini_llm k=4 NF4 (int8 x, {kernels.cpu_int8.DOT_PATH})" in kernels_run) == kernels.HAS_INT8_DOT
     for row in rows:  # % of floor: the time to read the kernel's bytes at the floor's bandwidth over its time
         floor_ms = row["MiB read"] * 2**20 / (row["floor GB/s"] * 1e9) * 1e3
         assert row["% of floor"] == pytest.approx(100 * floor_ms / row["ms (median)"])
@@ -177,7 +177,7 @@ def test_llm_decode_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     assert lines[0].startswith("# python benchmarks/bench_llm_decode.py") and len(lines) == 4
 
 
-@pytest.mark.skipif(not kernels.HAS_VNNI, reason="the int8-activation kernel needs AVX-512 VNNI")
+@pytest.mark.skipif(not kernels.HAS_INT8_DOT, reason="the int8-activation kernel needs AVX-512 VNNI or AVX2")
 def test_int8_activations_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                 tmp_path: Path) -> None:
     bench = load("bench_int8_activations", monkeypatch)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mini_llm.kernels import cpu, cpu_simd, cpu_vnni
+from mini_llm.kernels import cpu, cpu_int8, cpu_simd
 from mini_llm.nn.llama import Llama, LlamaConfig
 from mini_llm.quant import QuantizedLinear, dequantize_reference, quantize, quantize_model
 from mini_llm.tasks.fused_llama import FusedLlamaDecoder, fusion_problem
@@ -44,7 +44,7 @@ def test_steps_equal_the_models_forward(bits, codebook, blocksize, backend):
         assert torch.equal(model(torch.tensor([ids])).logits[0], reference)
 
 
-@pytest.mark.skipif(not cpu_vnni.HAS_VNNI, reason="the int8-activation kernel needs AVX-512 VNNI")
+@pytest.mark.skipif(not cpu_int8.HAS_INT8_DOT, reason="the int8-activation kernel needs AVX-512 VNNI or AVX2")
 def test_int8_activation_steps_equal_the_int8_forward():
     model = tiny_llama(backend="int8")  # every layer's forward on int8 activations too
     ids = torch.randint(0, 97, (20,), generator=torch.Generator().manual_seed(7)).tolist()

@@ -10,7 +10,7 @@ needed only on a GPU machine.
 
     registry.DEFAULT -> mini_llm.kernels.reference   (pure torch: any device, and backend='reference')
     "cpu"            -> mini_llm.kernels.cpu         (Numba; gemv/matmul backend 'auto', 'simd', 'portable' or
-                                                      'int8': int8 activations, mini_llm.kernels.cpu_vnni)
+                                                      'int8': int8 activations, mini_llm.kernels.cpu_int8)
     "cuda"           -> mini_llm.kernels.cuda        (Triton; backend 'auto' or 'triton')
 
 Outside the registry (not yet one of its operations): mini_llm.kernels.kquant_cpu, a Numba GEMV straight from the
@@ -31,11 +31,11 @@ import torch
 
 from mini_llm.kernels import cpu, reference, registry
 from mini_llm.kernels.checks import state_fields
+from mini_llm.kernels.cpu_int8 import HAS_INT8_DOT, HAS_VNNI
 from mini_llm.kernels.cpu_simd import HAS_AVX2, HAS_AVX512, HAS_SIMD
-from mini_llm.kernels.cpu_vnni import HAS_VNNI
 
-__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_SIMD", "HAS_VNNI", "cpu", "dequantize", "gemv", "quantize", "reference",
-           "registry", "triton_kernels"]
+__all__ = ["HAS_AVX2", "HAS_AVX512", "HAS_INT8_DOT", "HAS_SIMD", "HAS_VNNI", "cpu", "dequantize", "gemv", "quantize",
+           "reference", "registry", "triton_kernels"]
 
 
 def triton_kernels() -> ModuleType:

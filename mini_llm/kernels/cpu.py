@@ -5,8 +5,8 @@ mini_llm.kernels.reference. ``quantize``, ``dequantize``, ``gemv`` and ``matmul`
 kernel registry (mini_llm.kernels.registry, which registers them for "cpu" and checks their arguments first) on
 torch tensors. The GEMV has three backends: ``simd`` (explicit AVX-512 or AVX2 vectors from
 mini_llm.kernels.cpu_simd), ``portable`` (plain Numba, any CPU and any shape) and ``int8`` (x rounded to int8 and
-multiplied by VNNI integer dot products, mini_llm.kernels.cpu_vnni: k = 4 on a CPU with AVX-512 VNNI, a small extra
-error for speed, never chosen by ``auto``). ``auto`` picks simd where it applies; at small batches every backend
+multiplied by integer dot products, mini_llm.kernels.cpu_int8: k = 4 on a CPU with AVX-512 VNNI or AVX2, a small
+extra error for speed, never chosen by ``auto``). ``auto`` picks simd where it applies; at small batches every backend
 decodes a weight row once for all rows of x, so matmul is gemv.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from mini_llm.kernels import cpu_simd, cpu_vnni
+from mini_llm.kernels import cpu_int8, cpu_simd
 from mini_llm.kernels.layout import Layout, layout_op
 from mini_llm.kernels.reference import n_blocks, packed_nbytes
 
@@ -347,7 +347,7 @@ def gemv_array(
     out = np.empty((x2.shape[0], n_rows), dtype=np.float32)  # (B, N)
     if backend == "int8":
         check_int8_applies(bits, n_cols, blocksize, table, offset)
-        cpu_vnni.gemv(packed, shape, table, absmax, blocksize, x2, out)
+        cpu_int8.gemv(packed, shape, table, absmax, blocksize, x2, out)
     elif use_simd and backend != "portable":
         cpu_simd.gemv(packed, bits, shape, table, absmax, offset, blocksize, x2, out)
     else:
@@ -357,12 +357,12 @@ def gemv_array(
 
 def check_int8_applies(bits: int, n_cols: int, blocksize: int, table: np.ndarray, offset: np.ndarray | None) -> None:
     """ValueError naming what backend 'int8' needs when its kernel does not apply to this case."""
-    if offset is not None or not cpu_vnni.applies(bits, n_cols, blocksize, table.size):
+    if offset is not None or not cpu_int8.applies(bits, n_cols, blocksize, table.size):
         raise ValueError(
-            "backend 'int8' needs a CPU with AVX-512 VNNI, bits=4 with at most 16 code values, no centred blocks, K "
-            "a multiple of 64 and blocks of 64 times a power of two inside rows (or one block per row); "
+            "backend 'int8' needs a CPU with AVX-512 VNNI or AVX2, bits=4 with at most 16 code values, no centred "
+            "blocks, K a multiple of 64 and blocks of 64 times a power of two inside rows (or one block per row); "
             f"got bits={bits}, K={n_cols}, blocksize={blocksize}, centered={offset is not None}, "
-            f"VNNI={cpu_vnni.HAS_VNNI}"
+            f"int8 dot products={cpu_int8.DOT_PATH}"
         )
 
 
@@ -389,7 +389,7 @@ def _build_row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int,
     """row_kernel without the cache: the kernel with its constant inputs bound in a small Numba closure."""
     if backend == "int8":
         check_int8_applies(bits, n_cols, blocksize, table, None)
-        return cpu_vnni.row_kernel(table, blocksize), 1
+        return cpu_int8.row_kernel(table, blocksize), 1
     use_simd = simd_applies(bits, (1, n_cols), table, blocksize)
     if backend == "simd" and not use_simd:
         raise ValueError(f"backend 'simd' does not apply to bits={bits}, K={n_cols}, blocksize={blocksize} here")

@@ -4,8 +4,9 @@ model-level measures of a quantized model (model_bits, count_quantized, weight_e
 Works on every nn.Linear and on transformers' GPT-2 Conv1D (the same map with the weight stored transposed).
 The forward pass picks, per call: the fused k-bit GEMV for up to SMALL_BATCH[device] rows of input (Numba on the
 CPU, Triton on CUDA), dequantize-then-matmul for larger batches, and the pure-torch dequantize-on-the-fly reference path
-for backend='reference', for other devices, and where gradients are needed. backend='int8' (CPU, AVX-512 VNNI) rounds
-the inputs to int8 for integer dot products at every batch size (mini_llm.kernels.cpu_vnni; a small extra error).
+for backend='reference', for other devices, and where gradients are needed. backend='int8' (CPU, AVX-512 VNNI or
+AVX2) rounds the inputs to int8 for integer dot products at every batch size (mini_llm.kernels.cpu_int8; a small
+extra error).
 """
 
 from __future__ import annotations

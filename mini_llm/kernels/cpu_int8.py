@@ -1,22 +1,25 @@
-"""4-bit GEMV on int8 activations with AVX-512 VNNI: integer dot products, the technique of llama.cpp's q4_0 x q8_0.
+"""4-bit GEMV on int8 activations with integer dot products, the technique of llama.cpp's q4_0 x q8_0 on x86.
 
 The float kernels of mini_llm.kernels.cpu_simd look every code up as a float32 and multiply it by x in float32:
-16 products per ``vpermps`` + ``vfmadd``. Here x is first quantized to int8 in runs of 64 (one float scale per run,
-round to nearest), the 16-value code table to int8 (``round(127 * table / max|table|)``), and one ``vpdpbusd``
-multiplies 64 code values by 64 activations and sums them in fours into 16 int32 lanes:
+16 products per ``vpermps`` + ``vfmadd`` (AVX2: 8 per two ``vpermps``, a blend and an FMA). Here x is first
+quantized to int8 in runs of 64 (one float scale per run, round to nearest), the 16-value code table to int8
+(``round(127 * table / max|table|)``), and the products are summed as integers:
 
-- decode: 32 bytes hold 64 codes; their high nibbles (even elements) and low nibbles (odd elements) make one
-  64-byte vector, and x is permuted the same way when it is quantized (``ACTIVATION_ORDER``);
-- look-up: ``vpshufb`` picks a byte from a 16-byte table in every 128-bit lane, 64 look-ups at once;
-- dot: ``vpdpbusd`` multiplies unsigned by signed bytes, so the table is stored as ``int8 + 128`` (1..255) and the
-  excess ``128 * sum(x_int8)`` is subtracted per lane (precomputed with x, ``corrections``);
-- scale: each run's int32 lanes become float32 and are scaled by the run's activation scale (times the table's
-  scale), each block's sum by the block's absmax, as in the float kernels.
+- decode: 32 bytes hold 64 codes; their high nibbles (even elements) and low nibbles (odd elements) are looked up
+  apart, and x is permuted the same way when it is quantized (``ACTIVATION_ORDER``);
+- look-up: ``vpshufb`` picks a byte from a 16-byte table in every 128-bit lane, 32 or 64 look-ups at once;
+- dot, AVX-512 VNNI (``HAS_VNNI``): one ``vpdpbusd`` multiplies 64 unsigned by 64 signed bytes and sums them in
+  fours into 16 int32 lanes; the table is stored as ``int8 + 128`` (1..255) and the excess ``128 * sum(x_int8)``
+  is subtracted per lane (precomputed with x, ``corrections``);
+- dot, AVX2 (no VNNI): llama.cpp's sign trick per 32 codes, ``vpmaddubsw(|x|, sign(w, x))`` (pairs into int16,
+  at most 2 * 127 * 127: no saturation) and ``vpmaddwd`` with ones (pairs into 8 int32 lanes);
+- scale: each run's int32 lanes become float32, scaled by the run's activation scale (times the table's scale) and
+  the block's absmax, and accumulated in four registers.
 
 The results differ from the float kernels by the rounding of x and of the table to int8 (measured in
 benchmarks/bench_kbit_gemv.py, column "relative error"); they equal, up to float32 summation order, the float64
-product of the int8-rounded table and x that ``reference_gemv`` computes. Needs AVX-512 BW and VNNI (Intel since
-Cascade Lake, AMD since Zen 4); MINI_LLM_NO_VNNI=1 turns it off. Reached through the CPU gemv's backend 'int8'.
+product of the int8-rounded table and x that ``reference_gemv`` computes. MINI_LLM_NO_VNNI=1 turns VNNI off (then
+AVX2 runs); MINI_LLM_NO_AVX512=1 turns it off too. Reached through the CPU gemv's backend 'int8'.
 """
 
 from __future__ import annotations
@@ -28,23 +31,24 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from mini_llm.kernels.cpu_simd import (
+    _F32,
     _I8,
     _I32,
     _I64,
-    _V16F,
     _V16I,
     _V64B,
+    HAS_AVX2,
     HAS_AVX512,
     PREFETCH_BYTES,
-    _horizontal_sum,
     _prefetch_function,
-    _splat,
     _vector_load,
     host_has,
 )
 
 # the AVX-512 kernels are on and the CPU has AVX-512 BW and VNNI
 HAS_VNNI = HAS_AVX512 and host_has(("avx512vnni", "avx512bw"), "MINI_LLM_NO_VNNI")
+HAS_INT8_DOT = HAS_VNNI or HAS_AVX2  # the kernel runs: VNNI where present, else AVX2's vpmaddubsw
+DOT_PATH = "VNNI" if HAS_VNNI else "AVX2" if HAS_AVX2 else "none"  # which integer dot product it uses
 RUN = 64  # activations share one int8 scale per run of 64; the kernel multiplies 64 codes per vpdpbusd
 ACTIVATION_ORDER = np.arange(RUN).reshape(RUN // 2, 2).T.reshape(-1)  # (64,) even elements, then odd ones
 _V32B = ir.VectorType(_I8, 32)
@@ -111,13 +115,70 @@ def reference_gemv(packed_codes: np.ndarray, table: np.ndarray, absmax: np.ndarr
 
 
 def applies(bits: int, n_cols: int, blocksize: int, table_size: int) -> bool:
-    """Whether the int8-activation kernel handles this case: the CPU has VNNI, k = 4 with at most 16 table values,
-    rows of whole runs (K a multiple of 64) and blocks of whole runs inside rows (blocksize 64 times a power of two
-    that divides K, or one block per row)."""
-    if not HAS_VNNI or bits != 4 or table_size > 16 or n_cols % RUN:
+    """Whether the int8-activation kernel handles this case: the CPU has VNNI or AVX2, k = 4 with at most 16 table
+    values, rows of whole runs (K a multiple of 64) and blocks of whole runs inside rows (blocksize 64 times a power
+    of two that divides K, or one block per row)."""
+    if not HAS_INT8_DOT or bits != 4 or table_size > 16 or n_cols % RUN:
         return False
     runs = blocksize // RUN
     return blocksize % n_cols == 0 or (n_cols % blocksize == 0 and blocksize % RUN == 0 and runs & (runs - 1) == 0)
+
+
+def _vnni_dots(builder: ir.IRBuilder, lookup_table: ir.Value, corrections: ir.Value):
+    """(dots(high, low, x_run, global_run) -> <16 x i32>, 16) with AVX-512 VNNI: one vpshufb looks the 64 codes up
+    as int8 + 128, one vpdpbusd multiplies them by the 64 int8 activations, the run's 128 * sum(x) is subtracted."""
+    module = builder.module
+    shuffle_bytes = cgutils.get_or_insert_function(
+        module, ir.FunctionType(_V64B, [_V64B, _V64B]), "llvm.x86.avx512.pshuf.b.512"
+    )
+    dot_bytes = cgutils.get_or_insert_function(
+        module, ir.FunctionType(_V16I, [_V16I] * 3), "llvm.x86.avx512.vpdpbusd.512"
+    )
+    zero = ir.Constant(_V16I, [0] * 16)
+    corrections_bytes = builder.bitcast(corrections, _I8.as_pointer())  # read as 64-byte vectors
+
+    def dots(high, low, x_run, global_run):
+        codes = builder.shuffle_vector(high, low, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+        weights = builder.call(shuffle_bytes, [lookup_table, codes])  # int8 + 128, as unsigned bytes
+        summed = builder.call(dot_bytes, [zero, builder.bitcast(weights, _V16I), builder.bitcast(x_run, _V16I)])
+        excess = _vector_load(builder, corrections_bytes, builder.mul(global_run, ir.Constant(_I64, 64)), _V64B)
+        return builder.sub(summed, builder.bitcast(excess, _V16I))
+
+    return dots, 16
+
+
+def _avx2_dots(builder: ir.IRBuilder, lookup_table: ir.Value, corrections: ir.Value):
+    """(dots(high, low, x_run, global_run) -> <8 x i32>, 8) with AVX2, llama.cpp's sign trick: per 32 codes a
+    vpshufb looks them up as signed int8, vpmaddubsw multiplies |x| (unsigned, <= 127) by the values carrying x's
+    sign (vpsignb) and adds pairs into int16 (at most 2 * 127 * 127, no saturation), vpmaddwd adds pairs into int32."""
+    del corrections  # the sign trick needs no correction
+    module = builder.module
+    v32b, v16h, v8i = _V32B, ir.VectorType(ir.IntType(16), 16), ir.VectorType(_I32, 8)
+    shuffle_bytes = cgutils.get_or_insert_function(module, ir.FunctionType(v32b, [v32b, v32b]),
+                                                   "llvm.x86.avx2.pshuf.b")
+    sign_bytes = cgutils.get_or_insert_function(module, ir.FunctionType(v32b, [v32b, v32b]),
+                                                "llvm.x86.avx2.psign.b")
+    absolute = cgutils.get_or_insert_function(module, ir.FunctionType(v32b, [v32b, ir.IntType(1)]), "llvm.abs.v32i8")
+    multiply_add_bytes = cgutils.get_or_insert_function(module, ir.FunctionType(v16h, [v32b, v32b]),
+                                                        "llvm.x86.avx2.pmadd.ub.sw")
+    multiply_add_words = cgutils.get_or_insert_function(module, ir.FunctionType(v8i, [v16h, v16h]),
+                                                        "llvm.x86.avx2.pmadd.wd")
+    table = builder.shuffle_vector(lookup_table, lookup_table, ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    table = builder.xor(table, ir.Constant(v32b, [128] * 32))  # int8 + 128 back to int8
+    ones = ir.Constant(v16h, [1] * 16)
+
+    def half(codes, x_half):
+        weights = builder.call(shuffle_bytes, [table, codes])  # (32,) int8 code values
+        magnitudes = builder.call(absolute, [x_half, ir.Constant(ir.IntType(1), 0)])
+        signed = builder.call(sign_bytes, [weights, x_half])
+        return builder.call(multiply_add_words, [builder.call(multiply_add_bytes, [magnitudes, signed]), ones])
+
+    def dots(high, low, x_run, global_run):
+        x_even = builder.shuffle_vector(x_run, x_run, ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+        x_odd = builder.shuffle_vector(x_run, x_run, ir.Constant(ir.VectorType(_I32, 32), list(range(32, 64))))
+        return builder.add(half(high, x_even), half(low, x_odd))
+
+    return dots, 8
 
 
 def _make_row_dot():
@@ -140,22 +201,16 @@ def _make_row_dot():
             def data(i, value):
                 return context.make_array(arg_types[i])(context, builder, value).data
 
-            pk, qp, sc, co, am = (data(0, pk_arr), data(2, q_arr), data(4, sc_arr), data(6, co_arr),
-                                  data(7, am_arr))
+            pk, qp, sc, am = data(0, pk_arr), data(2, q_arr), data(4, sc_arr), data(7, am_arr)
             module = builder.module
-            fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
-            shuffle_bytes = cgutils.get_or_insert_function(
-                module, ir.FunctionType(_V64B, [_V64B, _V64B]), "llvm.x86.avx512.pshuf.b.512"
-            )
-            dot_bytes = cgutils.get_or_insert_function(
-                module, ir.FunctionType(_V16I, [_V16I] * 3), "llvm.x86.avx512.vpdpbusd.512"
-            )
-            prefetch = _prefetch_function(module)
             lookup_table = _vector_load(builder, data(11, tb_arr), ir.Constant(_I64, 0), _V64B)
-            zero = ir.Constant(_V16F, [0.0] * 16)
-            zero_i = ir.Constant(_V16I, [0] * 16)
+            int_dots, lanes = (_vnni_dots if HAS_VNNI else _avx2_dots)(builder, lookup_table, data(6, co_arr))
+            vector_f = ir.VectorType(_F32, lanes)
+            fma = cgutils.get_or_insert_function(module, ir.FunctionType(vector_f, [vector_f] * 3),
+                                                 f"llvm.fma.v{lanes}f32")
+            prefetch = _prefetch_function(module)
+            zero = ir.Constant(vector_f, [0.0] * lanes)
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(UNROLL)]
-            co_bytes = builder.bitcast(co, _I8.as_pointer())  # corrections read as 64-byte vectors
             prefetch_args = [ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)]  # read, keep, data
 
             def emit_run(run, target):
@@ -164,18 +219,15 @@ def _make_row_dot():
                 raw = _vector_load(builder, pk, byte, _V32B)
                 high = builder.lshr(raw, ir.Constant(_V32B, [4] * 32))  # even elements
                 low = builder.and_(raw, ir.Constant(_V32B, [15] * 32))  # odd elements
-                codes = builder.shuffle_vector(high, low, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
-                weights = builder.call(shuffle_bytes, [lookup_table, codes])  # int8 + 128, as unsigned bytes
                 x_run = _vector_load(builder, qp, builder.add(q_off_v, builder.mul(run, ir.Constant(_I64, 64))), _V64B)
-                dots = builder.call(dot_bytes, [zero_i, builder.bitcast(weights, _V16I), builder.bitcast(x_run, _V16I)])
                 global_run = builder.add(run_off_v, run)
-                excess = _vector_load(builder, co_bytes, builder.mul(global_run, ir.Constant(_I64, 64)), _V64B)
-                dots = builder.sub(dots, builder.bitcast(excess, _V16I))  # (16,) int32: sum of int8 products
+                dots = int_dots(high, low, x_run, global_run)  # (lanes,) int32: sums of int8 products
                 block = builder.add(blk_off_v, builder.lshr(run, shift_v))
                 run_scale = builder.load(builder.gep(sc, [global_run]))
                 scale = builder.fmul(run_scale, builder.load(builder.gep(am, [block])))
-                builder.store(builder.call(fma, [builder.sitofp(dots, _V16F), _splat(builder, scale),
-                                                 builder.load(target)]), target)
+                splat = builder.insert_element(ir.Constant(vector_f, ir.Undefined), scale, ir.Constant(_I32, 0))
+                splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+                builder.store(builder.call(fma, [builder.sitofp(dots, vector_f), splat, builder.load(target)]), target)
 
             groups = builder.udiv(total_runs, ir.Constant(_I64, UNROLL))
             with cgutils.for_range(builder, groups) as group_loop:  # UNROLL runs, one accumulator each
@@ -190,7 +242,10 @@ def _make_row_dot():
                 emit_run(builder.add(done, tail_loop.index), accs[0])
             acc = builder.fadd(builder.fadd(builder.load(accs[0]), builder.load(accs[1])),
                                builder.fadd(builder.load(accs[2]), builder.load(accs[3])))
-            return _horizontal_sum(builder, module, acc)
+            reduce_add = cgutils.get_or_insert_function(
+                module, ir.FunctionType(_F32, [_F32, vector_f]), f"llvm.vector.reduce.fadd.v{lanes}f32"
+            )
+            return builder.call(reduce_add, [ir.Constant(_F32, 0.0), acc])
 
         return sig, codegen
 
