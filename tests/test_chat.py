@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from mini_llm import kernels
 from mini_llm.interop.gguf import gguf_tokenizer, read_gguf, render_chat, smollm2_path
 from mini_llm.nn.llama import Llama, LlamaConfig
 from mini_llm.quant import quantize_model
@@ -66,6 +67,25 @@ def test_fused_decoding_gives_the_eager_replies(reader):
     plain = Llama(LlamaConfig(vocab_size=10, n_layer=1, n_head=4, n_kv_head=2, n_embd=64, n_inner=128))
     with pytest.raises(ValueError, match="fused=True needs a model FusedLlamaDecoder can run: model.layers.0"):
         Chat(plain, tokenizer, str, {2}, fused=True)
+
+
+@pytest.mark.skipif(not kernels.HAS_INT8_DOT, reason="backend 'int8' needs AVX-512 VNNI or AVX2")
+def test_int8_activation_chats_decode_fused_with_the_int8_kernels(reader):
+    tokenizer = gguf_tokenizer(reader)
+    torch.manual_seed(1)
+    model = Llama(LlamaConfig(vocab_size=tokenizer.get_vocab_size(), block_size=512, n_layer=2, n_head=4,
+                              n_kv_head=2, n_embd=128, n_inner=256)).eval()
+    quantize_model(model, 4, "nf", 64, backend="int8")
+    chats = [Chat(model, tokenizer, lambda messages: render_chat(reader, messages), {2},
+                  ChatSettings(max_new_tokens=10, greedy=True), fused=fused) for fused in (False, None)]
+    assert chats[1].decoder.backend == "int8"  # the layers' backend: int8 activations in the compiled step too
+    assert list(chats[0].reply("Hello!")) == list(chats[1].reply("Hello!"))
+
+
+def test_cli_int8_activations_need_four_bits():
+    done = subprocess.run([sys.executable, "-m", "mini_llm", "chat", "--bits", "8", "--int8-activations", "--prompt",
+                           "Hi"], capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "--int8-activations needs --bits 4" in done.stderr, done.stderr
 
 
 def test_a_conversation_longer_than_the_context_is_refused(reader):

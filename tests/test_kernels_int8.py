@@ -91,6 +91,16 @@ def test_kernel_equals_the_float64_product_of_the_rounded_operands(n_rows, n_col
 
 
 @needs_int8
+def test_nan_and_inf_inputs_give_nan_rows_as_with_float_activations():
+    packed, state = quantize(torch.randn(16, 256, generator=torch.Generator().manual_seed(9)), 4, "nf", 64)
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(10))
+    x[0, 5], x[1, 200] = float("nan"), float("inf")
+    got = kernels.gemv(packed, state, x, backend="int8")
+    assert bool(got[:2].isnan().all()) and bool(got[2].isfinite().all())
+    assert not bool(kernels.gemv(packed, state, x, backend="simd")[:2].isfinite().any())  # float x: NaN or Inf
+
+
+@needs_int8
 def test_linear_layer_runs_int8_activations_at_every_batch_size():
     W = torch.randn(64, 256, generator=torch.Generator().manual_seed(5))
     packed, state = quantize(W, 4, "nf", 64)

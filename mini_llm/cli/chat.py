@@ -31,6 +31,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     chat.add_argument("--codebook", type=argtypes.codebook, default="nf", help="with --bits: the codebook (default nf)")
     chat.add_argument("--blocksize", type=argtypes.blocksize, default=64,
                       help="with --bits: 'tensor' or a power of two in 32..4096 (default 64)")
+    chat.add_argument("--int8-activations", action="store_true",
+                      help="with --bits 4: round each layer's inputs to int8 for integer dot products (CPUs with "
+                           "AVX-512 VNNI or AVX2; a small extra error)")
     chat.add_argument("--max-new-tokens", type=argtypes.new_tokens, default=256,
                       help="longest reply in tokens (default 256)")
     chat.add_argument("--temperature", type=argtypes.positive_float, default=0.7, help="> 0 (default 0.7)")
@@ -79,10 +82,13 @@ def _texts() -> tuple[str, ...]:
 
 def _load(args: argparse.Namespace):
     """(Chat, a one-line description of the model) for the flags."""
+    from mini_llm import kernels
     from mini_llm.interop.gguf import gguf_tokenizer, llama_from_reader, read_gguf, render_chat, smollm2_path
     from mini_llm.quant import model_bits, quantize_model
     from mini_llm.tasks.chat import Chat, ChatSettings
 
+    if args.int8_activations and args.bits != 4:
+        raise ValueError(f"--int8-activations needs --bits 4 (4-bit codes, int8 inputs), got --bits {args.bits}")
     path = args.gguf if args.gguf is not None else smollm2_path()
     reader = read_gguf(path)
     model = llama_from_reader(reader)
@@ -90,9 +96,13 @@ def _load(args: argparse.Namespace):
     full_mb = model_bits(model) / 8e6
     what = f"{path.name}: {config.n_layer} layers, width {config.n_embd}, float32 weights {full_mb:.0f} MB"
     if args.bits != 16:
-        quantize_model(model, bits=args.bits, codebook=args.codebook, blocksize=args.blocksize)  # the head stays
+        backend = "int8" if args.int8_activations else "auto"
+        quantize_model(model, bits=args.bits, codebook=args.codebook, blocksize=args.blocksize,
+                       backend=backend)  # the head stays
         block = "one block per tensor" if args.blocksize is None else f"blocks of {args.blocksize}"
         what += f", linear layers in {args.bits}-bit {args.codebook} ({block}): {model_bits(model.eval()) / 8e6:.0f} MB"
+        if args.int8_activations:
+            what += f", their inputs rounded to int8 ({kernels.cpu_int8.DOT_PATH} integer dot products)"
     tokenizer = gguf_tokenizer(reader)
     settings = ChatSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy, args.seed)
     end_of_turn = {tokenizer.token_to_id("<|im_end|>"), tokenizer.token_to_id("<|endoftext|>")} - {None}

@@ -74,6 +74,7 @@ def quantize_activations(x, order, table_scale):  # pragma: no cover - compiled
 
     Run j of row b (x[b, 64 j: 64 j + 64]) is permuted by order and rounded to q = rint(x * 127 / max|run|);
     scales[b, j] = max|run| / 127 * table_scale; corrections[b, 16 j + lane] = 128 * (sum of the lane's 4 q values).
+    A run holding NaN or Inf gets q = 0 and scale NaN, so that its outputs are NaN as with float activations.
     """
     batch, n_cols = x.shape
     n_runs = n_cols // 64
@@ -84,9 +85,14 @@ def quantize_activations(x, order, table_scale):  # pragma: no cover - compiled
         for j in range(n_runs):
             start = 64 * j
             top = np.float32(0.0)
+            finite = True
             for i in range(64):
-                top = max(top, abs(x[b, start + i]))
-            inverse = np.float32(127.0) / top if top > 0 else np.float32(0.0)
+                value = x[b, start + i]
+                finite = finite and np.isfinite(value)
+                top = max(top, abs(value))
+            if not finite:
+                top = np.float32(np.nan)
+            inverse = np.float32(127.0) / top if top > 0 else np.float32(0.0)  # NaN > 0 is False: q = 0
             scales[b, j] = np.float32(top / np.float32(127.0) * np.float32(table_scale))
             for lane in range(16):
                 total = 0

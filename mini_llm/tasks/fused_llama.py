@@ -54,15 +54,19 @@ def fusion_problem(model: torch.nn.Module) -> str | None:
 class FusedLlamaDecoder:
     """A k-bit Llama on the CPU: ``forward(ids)`` appends ids to the cache and returns the next-token logits (V,);
     several ids run through the model's forward pass, one id through the compiled step. ``truncate(n)`` keeps the
-    first n cached tokens."""
+    first n cached tokens. backend names the CPU row kernels (``cpu.row_kernel``); None runs them as the model's
+    layers run: 'int8' when their backend is 'int8' (int8 activations), else 'auto'."""
 
-    def __init__(self, model: torch.nn.Module, backend: str = "auto") -> None:
+    def __init__(self, model: torch.nn.Module, backend: str | None = None) -> None:
         problem = fusion_problem(model)
         if problem is not None:
             raise ValueError(f"FusedLlamaDecoder cannot run this model: {problem}")
         self.model, cfg = model, model.config
         self.head_dim = cfg.n_embd // cfg.n_head
         first = model.model.layers[0].self_attn.q_proj
+        if backend is None:
+            backend = "int8" if first.backend == "int8" else "auto"
+        self.backend = backend
         table = first.code.float().numpy()
         width, self.repeat = row_kernel(first.bits, table, cfg.n_embd, first.blocksize, backend)
         inner, repeat_inner = row_kernel(first.bits, table, cfg.n_inner, first.blocksize, backend)
