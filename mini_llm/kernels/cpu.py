@@ -379,6 +379,8 @@ def row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backen
     if blocksize <= 0 or n_cols % blocksize:
         raise ValueError(f"blocksize must divide the row length {n_cols}, got {blocksize}")
     table = np.ascontiguousarray(table, dtype=np.float32)
+    if backend == "int8":  # checked before the cache: a kernel built earlier must not skip the check
+        check_int8_applies(bits, n_cols, blocksize, table, None)
     key = (bits, table.tobytes(), n_cols, blocksize, backend)
     if key not in _ROW_KERNELS:
         _ROW_KERNELS[key] = _build_row_kernel(bits, table, n_cols, blocksize, backend)
@@ -388,7 +390,6 @@ def row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backen
 def _build_row_kernel(bits: int, table: np.ndarray, n_cols: int, blocksize: int, backend: str) -> tuple[object, int]:
     """row_kernel without the cache: the kernel with its constant inputs bound in a small Numba closure."""
     if backend == "int8":
-        check_int8_applies(bits, n_cols, blocksize, table, None)
         return cpu_int8.row_kernel(table, blocksize), 1
     use_simd = simd_applies(bits, (1, n_cols), table, blocksize)
     if backend == "simd" and not use_simd:
