@@ -31,8 +31,8 @@ test: $(INSTALLED)
 	$(BIN)/pytest --ignore=tests/browser tests
 	$(NBVAL) $(NOTEBOOKS)
 
-# The notebook checks again with another CPU path forced (AVX2 kernels in aten, MKL's portable path,
-# mini_llm's portable kernels): what a reader's machine sees. See notebooks/README.md.
+# The notebook checks again with another CPU path forced (AVX2 kernels in aten and in mini_llm, MKL's portable
+# path, no int8 VNNI): what a reader's machine sees. See notebooks/README.md.
 test-portable: $(INSTALLED)
 	ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE MINI_LLM_NO_AVX512=1 $(NBVAL) $(NOTEBOOKS)
 
