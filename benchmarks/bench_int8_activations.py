@@ -35,19 +35,29 @@ from mini_llm.helpers import threads
 from mini_llm.quant import QuantizedLinear, quantize_model
 
 FORMATS = {"nf4": (4, "nf"), "int4": (4, "int")}
+TEXT_NAMES = ("english", "people_daily")  # mini_llm.scaling.llm_ppl.TEXTS
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 COLUMNS = ("format", "activations", "layer error (mean over kinds)", *(f"error {kind}" for kind in KINDS),
            "perplexity english", "perplexity people_daily", "accuracy english", "accuracy people_daily",
            "greedy tokens equal")
 
 
+def token_count(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: formats, tokens, threads, the CSV."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    parser.add_argument("--texts", nargs="+", choices=TEXT_NAMES, default=list(TEXT_NAMES),
+                        help="held-out texts to score (default both)")
     parser.add_argument("--eval-tokens", type=positive_int, default=4096, help="held-out tokens per text")
     parser.add_argument("--layer-tokens", type=positive_int, default=128, help="tokens whose layer inputs are kept")
-    parser.add_argument("--new-tokens", type=positive_int, default=64, help="greedy tokens compared")
+    parser.add_argument("--new-tokens", type=token_count, default=64, help="greedy tokens compared (0: none)")
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the table as CSV to PATH")
     return parser.parse_args(argv)
@@ -98,7 +108,7 @@ def greedy(model: torch.nn.Module, backend: str, prompt: list[int], n: int) -> l
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     """Measure each format with float32 and int8 activations, print the table, optionally write it."""
     from mini_llm.interop.gguf import gguf_tokenizer, llama_from_reader, read_gguf, smollm2_path
-    from mini_llm.scaling.llm_ppl import TEXTS, WINDOW, held_out_text, text_windows
+    from mini_llm.scaling.llm_ppl import WINDOW, held_out_text, text_windows
     from mini_llm.scaling.sweep import evaluate, to_16bit
 
     args = parse_args(argv)
@@ -112,17 +122,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
         tokenizer = gguf_tokenizer(reader)
         base = to_16bit(llama_from_reader(reader)).eval()
         windows = {text: text_windows(tokenizer, text, args.eval_tokens, min(WINDOW, args.eval_tokens))
-                   for text in TEXTS}
+                   for text in args.texts}
         english = torch.tensor(tokenizer.encode(held_out_text("english")).ids, dtype=torch.long)  # (N,)
-        prompt = english[: 16].tolist()
+        prompt = english[:16].tolist()
         for fmt in args.formats:
             bits, codebook = FORMATS[fmt]
             model = quantize_model(to_16bit(base), bits, codebook, 64, skip=())
             errors = layer_errors(model, english[: args.layer_tokens])
-            reference_tokens = greedy(model, "auto", prompt, args.new_tokens)
+            reference_tokens = greedy(model, "auto", prompt, args.new_tokens) if args.new_tokens else []
             for activations, backend in (("fp32", "auto"), ("int8", "int8")):
                 set_backend(model, backend)
-                row: dict[str, object] = {"format": fmt, "activations": activations}
+                row: dict[str, object] = {"format": fmt, "activations": activations,
+                                          **{f"{m} {t}": "" for m in ("perplexity", "accuracy") for t in TEXT_NAMES}}
                 row["layer error (mean over kinds)"] = sum(errors.values()) / len(errors) if backend == "int8" else 0.0
                 for kind in KINDS:
                     row[f"error {kind}"] = errors[kind] if backend == "int8" else 0.0
@@ -130,12 +141,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
                     metrics = evaluate(model, x, y, batch_size=2)
                     row[f"perplexity {text}"] = metrics["perplexity"]
                     row[f"accuracy {text}"] = metrics["accuracy"]
-                tokens = greedy(model, backend, prompt, args.new_tokens)
+                tokens = greedy(model, backend, prompt, args.new_tokens) if args.new_tokens else []
                 same = next((i for i, (a, b) in enumerate(zip(tokens, reference_tokens, strict=True)) if a != b),
                             len(tokens))
                 row["greedy tokens equal"] = same
                 rows.append(row)
-                print(f"{fmt} {activations}: perplexity english {row['perplexity english']:.3f}", flush=True)
+                scores = ", ".join(f"{text} {row[f'perplexity {text}']:.3f}" for text in args.texts)
+                print(f"{fmt} {activations}: perplexity {scores}", flush=True)
     print(f"SmolLM2-135M, every linear layer and the LM head in k bits (blocks of 64); {args.eval_tokens} tokens per "
           f"text; layer error on {args.layer_tokens} tokens; greedy: {args.new_tokens} tokens")
     print(markdown_table(rows, COLUMNS))
